@@ -1,0 +1,1 @@
+"""Protocol contracts (KServe v2 / Triton gRPC) and their generated Python bindings."""
