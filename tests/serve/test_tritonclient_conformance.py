@@ -1,0 +1,155 @@
+"""Conformance through an independent client: Triton's `tritonclient[grpc]` against a real ortserve.
+
+tritonclient ships its own generated `inference` protos (which collide with ours in one process) and pins a
+different protobuf, so it lives in its own virtual environment (`<repo>/.venv-tritonclient`, created once and
+reused) and runs `tritonclient_checks.py` in a subprocess. The script reports every check as JSON; each check
+is one test here, so a failure names the RPC and what differed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))  # tests/: the shared server fixtures
+
+from onnx_models import CLASSIFIER_BIAS, CLASSIFIER_WEIGHTS, add_two, linear_classifier, write_model  # noqa: E402
+from serverproc import start_server  # noqa: E402
+
+CHECKS_SCRIPT = HERE / "tritonclient_checks.py"
+TRITONCLIENT_VENV = ROOT / ".venv-tritonclient"
+REQUIREMENTS = ["tritonclient[grpc]", "numpy"]
+PROBE = "import grpc, numpy, tritonclient.grpc, tritonclient.grpc.service_pb2_grpc"
+LABELS = ["cat", "dog", "bird"]
+FEATURES, CLASSES = CLASSIFIER_WEIGHTS.shape
+
+CLASSIFIER_CONFIG = f"""
+name: "classifier"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ {{ name: "input" data_type: TYPE_FP32 dims: [ {FEATURES} ] }} ]
+output [
+  {{ name: "logits" data_type: TYPE_FP32 dims: [ {CLASSES} ] label_filename: "labels.txt" }},
+  {{ name: "probabilities" data_type: TYPE_FP32 dims: [ {CLASSES} ] }}
+]
+"""
+
+
+def _check_names() -> list[str]:
+    # The script imports tritonclient only in main(), so its check list loads in this environment.
+    spec = importlib.util.spec_from_file_location("tritonclient_checks", CHECKS_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module.CHECK_NAMES
+
+
+def _venv_python(path: Path) -> Path:
+    return path / "bin" / "python"
+
+
+def _usable(python: Path) -> bool:
+    if not python.is_file():
+        return False
+    return subprocess.run([str(python), "-c", PROBE], capture_output=True, timeout=120).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def tritonclient_python() -> Path:
+    """Python of a venv with tritonclient[grpc]: reused if it imports, else created (skip if pip can't)."""
+    python = _venv_python(TRITONCLIENT_VENV)
+    # Outside the checkout, so git sees nothing new; one lock per venv path.
+    digest = hashlib.sha256(str(TRITONCLIENT_VENV).encode()).hexdigest()[:16]
+    lock_path = Path(tempfile.gettempdir()) / f"ortserve-venv-tritonclient-{digest}.lock"
+    with open(lock_path, "w") as lock, contextlib.ExitStack() as release:
+        # Several test sessions on one checkout must not build the venv at the same time.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        release.callback(fcntl.flock, lock, fcntl.LOCK_UN)
+        if _usable(python):
+            return python
+        venv.EnvBuilder(with_pip=True, clear=True).create(TRITONCLIENT_VENV)
+        install = subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *REQUIREMENTS],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if install.returncode != 0:
+            last = (install.stderr.strip().splitlines() or ["(no output)"])[-1]
+            pytest.skip(f"cannot install {' '.join(REQUIREMENTS)} into {TRITONCLIENT_VENV} (pip: {last})")
+        if not _usable(python):
+            pytest.skip(f"{TRITONCLIENT_VENV} was created but `{PROBE}` fails in it")
+        return python
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("tritonclient-repository")
+    write_model(repo, "classifier", linear_classifier(), config=CLASSIFIER_CONFIG, labels=LABELS)
+    write_model(repo, "add_two", add_two())  # no config.pbtxt: the server completes it from the model
+    return repo
+
+
+@pytest.fixture(scope="module")
+def report(tritonclient_python, repository, tmp_path_factory) -> dict[str, dict]:
+    """Run every check once, against one server per model-control mode; name -> {"ok", "detail"}."""
+    spec = {
+        "linear": {
+            "name": "classifier",
+            "input": "input",
+            "output": "logits",
+            "softmax_output": "probabilities",
+            "weight": CLASSIFIER_WEIGHTS.tolist(),
+            "bias": CLASSIFIER_BIAS.tolist(),
+            "labels": LABELS,
+        },
+        "two_outputs": {
+            "name": "add_two",
+            "inputs": ["a", "b"],
+            "outputs": ["sum", "difference"],
+            "dims": [2],
+        },
+    }
+    spec_path = tmp_path_factory.mktemp("tritonclient-spec") / "spec.json"
+    with (
+        start_server(repository) as server,
+        start_server(repository, "--model-control-mode", "explicit") as explicit,
+    ):
+        spec.update(url=server.grpc_address, explicit_url=explicit.grpc_address)
+        spec_path.write_text(json.dumps(spec), encoding="utf-8")
+        run = subprocess.run(
+            [str(tritonclient_python), str(CHECKS_SCRIPT), str(spec_path)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        logs = f"--- server stderr ---\n{server.stderr()[-3000:]}\n--- explicit server stderr ---\n"
+        logs += explicit.stderr()[-3000:]
+    try:
+        entries = json.loads(run.stdout)
+    except json.JSONDecodeError:
+        why = f"exit {run.returncode}"
+        pytest.fail(f"the checks script printed no report ({why}):\n{run.stderr[-5000:]}\n{logs}")
+    return {entry["name"]: {**entry, "logs": logs} for entry in entries}
+
+
+@pytest.mark.parametrize("check", _check_names())
+def test_tritonclient(report, check):
+    assert check in report, f"the checks script did not report {check!r}"
+    entry = report[check]
+    assert entry["ok"], f"{check}: {entry['detail']}\n{entry['logs']}"
