@@ -1,0 +1,267 @@
+"""The scheduler of one model version: a request queue, dynamic batching, one worker per instance.
+
+Each request gets one asyncio.Future. A worker that is idle takes what is queued at once (no added
+latency at low load); requests that arrive while every instance is busy may wait up to
+max_queue_delay_microseconds (from their arrival) for the batch to fill to the largest preferred size.
+Only requests with the same key (non-batch shapes, dtypes, input names) share a batch; a batch never
+exceeds max_batch_size rows. Sessions run in a thread pool (one thread per instance) so onnxruntime
+works without the GIL while the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DeadlineExceeded, InternalError, QueueFull, QueueTimeout, Unavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How a model version queues and batches (from config max_batch_size and dynamic_batching)."""
+
+    max_batch_size: int = 0
+    """Rows per batch at most; 0 means the model does not batch (inputs have no batch dimension)."""
+    dynamic: bool = False
+    """Merge queued requests into one batch (dynamic_batching present)."""
+    preferred_batch_sizes: tuple[int, ...] = ()
+    """Batch sizes worth waiting for while every instance is busy."""
+    max_queue_delay_s: float = 0.0
+    """How long a request that arrived under load may wait for its batch to fill."""
+    max_queue_size: int = 0
+    """Queued requests at most (0 = unbounded); more are refused with UNAVAILABLE."""
+    queue_timeout_s: float = 0.0
+    """Time a request may wait in the queue (0 = forever)."""
+    reject_on_timeout: bool = True
+    """Timeout action REJECT (True) or DELAY (False: an expired request still runs)."""
+
+
+@dataclass(eq=False)
+class Pending:
+    """One queued request."""
+
+    inputs: dict[str, np.ndarray]
+    rows: int
+    key: tuple
+    outputs: tuple[str, ...]
+    future: asyncio.Future
+    enqueued: float
+    expires: float | None
+    deadline: float | None
+    under_load: bool
+    queued_s: float = 0.0
+
+
+@dataclass
+class Result:
+    """What a request's future resolves to: its outputs and how long each phase took (ns)."""
+
+    outputs: dict[str, np.ndarray]
+    batch_size: int
+    queue_ns: int = 0
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
+
+
+BatchObserver = Callable[[int, int, int, int], None]  # (batch_size, input_ns, infer_ns, output_ns)
+
+
+class Batcher:
+    """Queue + workers of one model version. Create and use it inside the running event loop."""
+
+    def __init__(
+        self, name: str, sessions: Sequence, policy: BatchPolicy, on_batch: BatchObserver | None = None
+    ):
+        self.name = name
+        self.policy = policy
+        self._sessions = list(sessions)
+        self._on_batch = on_batch
+        self._queue: deque[Pending] = deque()
+        self._arrived = asyncio.Event()
+        self._running = 0
+        self._closed = False
+        self._executor = ThreadPoolExecutor(max_workers=len(self._sessions), thread_name_prefix=f"ort-{name}")
+        self._target = max(policy.preferred_batch_sizes, default=policy.max_batch_size)
+        self._workers = [asyncio.create_task(self._work(session)) for session in self._sessions]
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting in the queue."""
+        return len(self._queue)
+
+    def submit(
+        self, inputs: dict[str, np.ndarray], rows: int, outputs: Sequence[str], deadline: float | None = None
+    ):
+        """Queue a request; return its future. Raises Unavailable when closed or the queue is full."""
+        if self._closed:
+            raise Unavailable(f"model {self.name} is unloading")
+        policy = self.policy
+        if policy.max_queue_size and len(self._queue) >= policy.max_queue_size:
+            raise QueueFull(f"model {self.name}: request exceeds maximum queue size {policy.max_queue_size}")
+        now = time.monotonic()
+        key = tuple(
+            (name, array.shape[1:] if policy.max_batch_size else array.shape, array.dtype)
+            for name, array in inputs.items()
+        )
+        pending = Pending(
+            inputs,
+            rows,
+            key,
+            tuple(outputs),
+            asyncio.get_running_loop().create_future(),
+            now,
+            now + policy.queue_timeout_s if policy.queue_timeout_s else None,
+            deadline,
+            under_load=self._running >= len(self._sessions),
+        )
+        self._queue.append(pending)
+        self._arrived.set()
+        return pending.future
+
+    async def close(self) -> None:
+        """Refuse new requests, let queued and running ones finish, then stop the workers."""
+        self._closed = True
+        while self._queue or self._running:
+            await asyncio.sleep(0.01)
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._executor.shutdown(wait=False)
+
+    async def _work(self, session) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._drop_stale()
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            wait_s = self._fill_wait()
+            if wait_s > 0:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), wait_s)
+                except TimeoutError:
+                    pass
+                continue
+            batch = self._take()
+            self._running += 1
+            try:
+                await self._run(loop, session, batch)
+            finally:
+                self._running -= 1
+                if self._queue:
+                    self._arrived.set()
+
+    def _drop_stale(self) -> None:
+        """Forget cancelled requests; fail those whose queue timeout or client deadline passed."""
+        now = time.monotonic()
+        if not any(
+            p.future.done() or (p.expires and p.expires <= now) or (p.deadline and p.deadline <= now)
+            for p in self._queue
+        ):
+            return
+        kept = deque()
+        for pending in self._queue:
+            if pending.future.done():
+                continue
+            if pending.deadline and pending.deadline <= now:
+                pending.future.set_exception(
+                    DeadlineExceeded(f"model {self.name}: deadline passed in the queue")
+                )
+            elif pending.expires and pending.expires <= now and self.policy.reject_on_timeout:
+                pending.future.set_exception(QueueTimeout(f"model {self.name}: request timeout expired"))
+            else:
+                kept.append(pending)
+        self._queue = kept
+
+    def _fill_wait(self) -> float:
+        """Seconds to wait for more rows: only for a head that came under load, below the target size."""
+        head = self._queue[0]
+        if not (self.policy.dynamic and head.under_load and self.policy.max_queue_delay_s > 0):
+            return 0.0
+        remaining = head.enqueued + self.policy.max_queue_delay_s - time.monotonic()
+        if remaining <= 0:
+            return 0.0
+        rows = sum(p.rows for p in self._queue if p.key == head.key)
+        return remaining if rows < self._target else 0.0
+
+    def _take(self) -> list[Pending]:
+        head = self._queue.popleft()
+        batch, rows = [head], head.rows
+        limit = self.policy.max_batch_size
+        if self.policy.dynamic and rows < limit:
+            kept = deque()
+            while self._queue:
+                pending = self._queue.popleft()
+                if pending.key == head.key and rows + pending.rows <= limit:
+                    batch.append(pending)
+                    rows += pending.rows
+                    if rows == limit:
+                        break
+                else:
+                    kept.append(pending)
+            kept.extend(self._queue)
+            self._queue = kept
+        taken = time.monotonic()
+        for pending in batch:
+            pending.queued_s = taken - pending.enqueued
+        return batch
+
+    async def _run(self, loop, session, batch: list[Pending]) -> None:
+        names = list(dict.fromkeys(name for pending in batch for name in pending.outputs))
+        try:
+            split, timings = await loop.run_in_executor(
+                self._executor, execute, session, batch, names, self.policy.max_batch_size > 0
+            )
+        except Exception as exc:  # noqa: BLE001 - every future of the batch fails with it
+            if not isinstance(exc, InternalError):
+                log.exception("model %s: batch of %d requests failed", self.name, len(batch))
+            error = exc if isinstance(exc, InternalError) else InternalError("internal error")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        rows = sum(p.rows for p in batch)
+        if self._on_batch is not None:
+            self._on_batch(rows, *timings)
+        for pending, outputs in zip(batch, split, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(Result(outputs, rows, int(pending.queued_s * 1e9), *timings))
+
+
+def execute(session, batch: list[Pending], names: list[str], batched: bool):
+    """Run one batch (in a worker thread): merge inputs, run, check rows, split outputs back per request."""
+    start = time.perf_counter_ns()
+    if len(batch) == 1:
+        feeds = batch[0].inputs
+    else:
+        feeds = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
+    ran = time.perf_counter_ns()
+    arrays = session.run(names, feeds)
+    done = time.perf_counter_ns()
+    if not batched:
+        split = [dict(zip(names, arrays, strict=True))]
+    else:
+        rows = sum(p.rows for p in batch)
+        for name, array in zip(names, arrays, strict=True):
+            if array.ndim == 0 or array.shape[0] != rows:
+                log.error("model output %r has shape %s for a batch of %d rows", name, array.shape, rows)
+                raise InternalError("internal error")
+        split, offset = [], 0
+        for pending in batch:
+            stop = offset + pending.rows
+            split.append({name: array[offset:stop] for name, array in zip(names, arrays, strict=True)})
+            offset = stop
+    end = time.perf_counter_ns()
+    return split, (ran - start, done - ran, end - done)

@@ -1,0 +1,58 @@
+"""The inference path: resolve the model, check and decode the request, queue it, encode the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ortserve.protos import grpc_service_pb2
+
+from .classification import classify
+from .errors import Cancelled, ServeError
+from .repository import ModelRepository
+from .tensors import decode_request, encode_outputs
+
+
+async def infer(
+    repository: ModelRepository, request: grpc_service_pb2.ModelInferRequest, deadline: float | None = None
+) -> grpc_service_pb2.ModelInferResponse:
+    """Answer one ModelInferRequest; `deadline` is the client's, on the time.monotonic() clock."""
+    start = time.perf_counter_ns()
+    model = repository.resolve(request.model_name, request.model_version)
+    recorder, started = model.recorder, False
+    try:
+        decoded = decode_request(model.name, model.inputs, model.outputs, model.max_batch_size, request)
+        future = model.batcher.submit(
+            decoded.inputs, decoded.rows, [o.name for o in decoded.outputs], deadline
+        )
+        recorder.request_started()
+        started = True
+        result = await future
+        response = grpc_service_pb2.ModelInferResponse(
+            model_name=model.name, model_version=str(model.version), id=request.id
+        )
+        batched = model.max_batch_size > 0
+        encode_outputs(
+            response,
+            [
+                (
+                    o.name,
+                    "BYTES",
+                    classify(result.outputs[o.name], o.classification, model.labels.get(o.name, ()), batched),
+                )
+                if o.classification
+                else (o.name, model.outputs[o.name].datatype, result.outputs[o.name])
+                for o in decoded.outputs
+            ],
+        )
+    except ServeError as exc:
+        recorder.request_failed(exc.reason, time.perf_counter_ns() - start, started)
+        raise
+    except asyncio.CancelledError:
+        recorder.request_failed(Cancelled.reason, time.perf_counter_ns() - start, started)
+        raise
+    except Exception:
+        recorder.request_failed("internal", time.perf_counter_ns() - start, started)
+        raise
+    recorder.request_succeeded(result, time.perf_counter_ns() - start, decoded.rows)
+    return response

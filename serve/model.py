@@ -1,0 +1,161 @@
+"""One loaded model version: its completed config, sessions, labels, scheduler and recorder."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ortserve.protos import model_config_pb2
+
+from . import runtime
+from .batcher import Batcher, BatchPolicy
+from .classification import read_labels
+from .errors import ModelLoadError
+from .model_config import OnnxTensor, TensorSpec, complete_io, tensor_specs
+from .statistics import ModelRecorder
+
+log = logging.getLogger(__name__)
+PROVIDER_PARAMETER = "execution_provider"
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What the repository passes down when loading a version."""
+
+    strict: bool = False
+    default_max_batch_size: int = 32
+    max_batch_size_given: bool = False
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    """A model version that loaded and warmed up; `start` gives it its scheduler in the event loop."""
+
+    name: str
+    version: int
+    config: model_config_pb2.ModelConfig
+    sessions: list
+    provider: str
+    inputs: dict[str, TensorSpec]
+    outputs: dict[str, TensorSpec]
+    labels: dict[str, list[str]] = field(default_factory=dict)
+    warmup_notes: list[str] = field(default_factory=list)
+    batcher: Batcher | None = None
+    recorder: ModelRecorder | None = None
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.config.max_batch_size
+
+    @classmethod
+    def load(cls, model_dir: Path, version: int, base: model_config_pb2.ModelConfig, options: LoadOptions):
+        """Create the sessions, complete the config from the model, read labels, warm up (blocking)."""
+        config = copy.deepcopy(base)
+        where = f"model '{config.name}' version {version}"
+        version_dir = model_dir / str(version)
+        model_path = version_dir / config.default_model_filename
+        if not model_path.is_file():
+            raise ModelLoadError(f"{where}: no model file {version}/{config.default_model_filename}")
+        specs = runtime.instance_specs(config)
+        session_options = runtime.session_options(config, version_dir)
+        sessions = [runtime.create_session(model_path, specs[0], session_options, config.name)]
+        complete_io(
+            config,
+            [OnnxTensor.from_node_arg(arg) for arg in sessions[0].get_inputs()],
+            [OnnxTensor.from_node_arg(arg) for arg in sessions[0].get_outputs()],
+            max_batch_size_given=options.max_batch_size_given,
+            strict=options.strict,
+            default_max_batch_size=options.default_max_batch_size,
+        )
+        sessions += [
+            runtime.create_session(model_path, spec, session_options, config.name) for spec in specs[1:]
+        ]
+        providers = sorted({spec.provider for spec in specs})
+        config.parameters[PROVIDER_PARAMETER].string_value = ",".join(providers)
+        labels = {}
+        for output in config.output:
+            if output.label_filename:
+                path = model_dir / output.label_filename
+                if not path.is_file():
+                    raise ModelLoadError(
+                        f"{where}: output '{output.name}': label file {output.label_filename} not found"
+                    )
+                labels[output.name] = read_labels(path)
+        model = cls(
+            config.name,
+            version,
+            config,
+            sessions,
+            ",".join(providers),
+            tensor_specs(config.input),
+            tensor_specs(config.output),
+            labels,
+        )
+        model.warm_up()
+        return model
+
+    def warmup_batch_sizes(self) -> list[int | None]:
+        """Batch 1, max_batch_size and each preferred size the batcher can form (None: not batched)."""
+        if self.max_batch_size == 0:
+            return [None]
+        sizes = {1, self.max_batch_size}
+        if self.config.HasField("dynamic_batching"):
+            sizes.update(self.config.dynamic_batching.preferred_batch_size)
+        return sorted(sizes)
+
+    def warm_up(self) -> None:
+        """Run each session once per warm-up batch size; shapes that cannot be formed are noted."""
+        variable = any(dim < 0 for spec in self.inputs.values() for dim in spec.dims)
+        for size in self.warmup_batch_sizes():
+            feeds = runtime.warmup_feeds(self.inputs, size)
+            for session in self.sessions:
+                try:
+                    session.run(None, feeds)
+                except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
+                    if not variable:
+                        raise ModelLoadError(
+                            f"model '{self.name}' version {self.version}: "
+                            f"warm-up at batch size {size} failed: {exc}"
+                        ) from exc
+                    note = (
+                        f"warm-up at batch size {size} skipped (variable dims set to 1 do not fit the model)"
+                    )
+                    log.warning("model %s version %d: %s: %s", self.name, self.version, note, exc)
+                    self.warmup_notes.append(note)
+                    break
+
+    def start(self, recorder: ModelRecorder) -> None:
+        """Create the scheduler (inside the running event loop)."""
+        self.recorder = recorder
+        self.batcher = Batcher(
+            f"'{self.name}' version {self.version}",
+            self.sessions,
+            batch_policy(self.config),
+            recorder.batch_executed,
+        )
+        recorder.metrics.set_ready(self.provider, True)
+
+    async def stop(self) -> None:
+        """Let queued and running requests finish, then release the sessions."""
+        if self.batcher is not None:
+            await self.batcher.close()
+        self.sessions.clear()
+
+
+def batch_policy(config: model_config_pb2.ModelConfig) -> BatchPolicy:
+    """The scheduler policy of a completed config."""
+    if not config.HasField("dynamic_batching"):
+        return BatchPolicy(max_batch_size=config.max_batch_size)
+    batching = config.dynamic_batching
+    queue = batching.default_queue_policy
+    return BatchPolicy(
+        max_batch_size=config.max_batch_size,
+        dynamic=True,
+        preferred_batch_sizes=tuple(batching.preferred_batch_size),
+        max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
+        max_queue_size=queue.max_queue_size,
+        queue_timeout_s=queue.default_timeout_microseconds / 1e6,
+        reject_on_timeout=queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT,
+    )

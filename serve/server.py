@@ -1,0 +1,158 @@
+"""Wiring: the grpc.aio server (TLS/mTLS), the metrics listener, model loading, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2_grpc
+from prometheus_client import CollectorRegistry, start_http_server
+
+from ortserve.protos import grpc_service_pb2_grpc
+
+from .errors import ServeError
+from .health import HealthReporter
+from .metrics import ServerMetrics
+from .model import LoadOptions
+from .repository import ModelRepository
+from .service import InferenceServicer
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+ListeningCallback = Callable[[str, str | None], None]  # (grpc "host:port", metrics "host:port" or None)
+
+
+class StartupError(RuntimeError):
+    """A listener could not be set up (port taken, bad certificate...)."""
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _credentials(settings: ServerSettings) -> grpc.ServerCredentials:
+    key = Path(settings.grpc_server_key).read_bytes()
+    chain = Path(settings.grpc_server_cert).read_bytes()
+    root = Path(settings.grpc_root_cert).read_bytes() if settings.grpc_root_cert else None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=root, require_client_auth=settings.grpc_use_ssl_mutual
+    )
+
+
+class Server:
+    """One running ortserve: repository, gRPC server, health, metrics. Create it inside the event loop."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.started = False
+        self.registry = CollectorRegistry()
+        self.metrics = ServerMetrics(self.registry)
+        self.health = HealthReporter()
+        self._tasks: set[asyncio.Task] = set()
+        options = LoadOptions(settings.strict_model_config, settings.default_max_batch_size)
+        self.repository = ModelRepository(
+            Path(settings.model_repository), self.metrics, options, self._changed
+        )
+        limit = settings.max_message_bytes
+        self.grpc = grpc.aio.server(
+            options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+        )
+        servicer = InferenceServicer(self.repository, settings.model_control_mode == "explicit", self.ready)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)
+        self._metrics_http = None
+
+    def ready(self) -> bool:
+        """ServerReady: start-up done and (with strict readiness) every wanted model ready."""
+        return self.started and (not self.settings.strict_readiness or self.repository.is_ready())
+
+    def _changed(self) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self.health.update(self.ready(), self.repository.ready_names())
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def bind(self) -> tuple[str, str | None]:
+        """Bind both listeners; return their actual host:port (metrics None when disabled)."""
+        settings = self.settings
+        address = host_port(settings.grpc_address, settings.grpc_port)
+        try:
+            if settings.grpc_use_ssl:
+                port = self.grpc.add_secure_port(address, _credentials(settings))
+            else:
+                port = self.grpc.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen for gRPC on {address}: {exc}") from None
+        if not port:
+            raise StartupError(f"cannot listen for gRPC on {address}")
+        metrics_address = None
+        if settings.allow_metrics:
+            try:
+                self._metrics_http, _ = start_http_server(
+                    settings.metrics_port, settings.metrics_address, registry=self.registry
+                )
+            except OSError as exc:
+                raise StartupError(
+                    "cannot listen for metrics on "
+                    f"{host_port(settings.metrics_address, settings.metrics_port)}: {exc}"
+                ) from None
+            metrics_address = host_port(settings.metrics_address, self._metrics_http.server_port)
+        return host_port(settings.grpc_address, port), metrics_address
+
+    def models_to_load(self) -> list[str]:
+        names = self.repository.model_names()
+        if self.settings.model_control_mode == "none" or "*" in self.settings.load_model:
+            return names
+        return list(dict.fromkeys(self.settings.load_model))
+
+    async def load_models(self) -> None:
+        """Load the start-up models concurrently; failures are logged and shown in the index."""
+        results = await asyncio.gather(
+            *(self.repository.load(name) for name in self.models_to_load()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, ServeError):
+                log.debug("start-up load failed: %s", result)  # the repository logged the reason
+            elif isinstance(result, BaseException):
+                log.error("start-up load failed", exc_info=result)
+
+    async def run(self, on_listening: ListeningCallback) -> int:
+        """Serve until SIGTERM/SIGINT, then shut down gracefully; return the exit code."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        grpc_address, metrics_address = self.bind()
+        await self.grpc.start()
+        try:
+            await self.load_models()
+            self.started = True
+            self._changed()
+            log.info("serving gRPC on %s, metrics on %s", grpc_address, metrics_address or "none")
+            on_listening(grpc_address, metrics_address)
+            await stop.wait()
+        finally:
+            await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        """Refuse new RPCs, let in-flight ones finish within exit_timeout_secs, then release everything."""
+        log.info("shutting down (in-flight requests get %.0f s)", self.settings.exit_timeout_secs)
+        await self.health.shutdown()
+        await self.grpc.stop(self.settings.exit_timeout_secs)
+        await self.repository.unload_all()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        log.info("stopped")
+
+
+async def serve(settings: ServerSettings, on_listening: ListeningCallback) -> int:
+    """Create the server inside the running loop (grpc.aio needs that) and run it until a signal."""
+    return await Server(settings).run(on_listening)

@@ -1,0 +1,207 @@
+"""The GRPCInferenceService servicer: each RPC converts the protobuf, calls the core, converts back.
+
+Errors are mapped to gRPC statuses here, in `rpc`, and nowhere else.
+"""
+
+# ruff: noqa: N802 - the RPC method names are fixed by the protocol
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable
+from importlib import metadata
+
+from ortserve.protos import grpc_service_pb2 as pb
+from ortserve.protos import grpc_service_pb2_grpc
+
+from .errors import FailedPrecondition, InternalError, InvalidArgument, ServeError, Unavailable
+from .inference import infer
+from .repository import ModelRepository
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "ortserve"
+EXTENSIONS = (
+    "classification",
+    "model_repository",
+    "schedule_policy",
+    "model_configuration",
+    "statistics",
+    "health",
+)
+
+
+def server_version() -> str:
+    try:
+        return metadata.version("ortserve")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def _status(error: Exception, where: str) -> ServeError:
+    """The one mapping: ServeErrors go out as they are; anything else is logged and becomes INTERNAL."""
+    if isinstance(error, ServeError) and not isinstance(error, InternalError):
+        return error
+    if not isinstance(error, InternalError):
+        log.error("%s failed", where, exc_info=error)
+    return InternalError("internal error")
+
+
+def rpc(method):
+    """Run a unary RPC; abort with the error's status code and message when it raises."""
+
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status in _status
+            error = _status(exc, method.__name__)
+        await context.abort(error.code, str(error))
+
+    return wrapper
+
+
+def _deadline(context) -> float | None:
+    remaining = context.time_remaining()
+    return time.monotonic() + remaining if remaining is not None else None
+
+
+class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
+    """KServe v2 / Triton gRPC over a ModelRepository."""
+
+    def __init__(self, repository: ModelRepository, explicit_control: bool, server_ready: Callable[[], bool]):
+        self.repository = repository
+        self.explicit_control = explicit_control
+        self.server_ready = server_ready
+
+    @rpc
+    async def ServerLive(self, request, context):
+        return pb.ServerLiveResponse(live=True)
+
+    @rpc
+    async def ServerReady(self, request, context):
+        return pb.ServerReadyResponse(ready=self.server_ready())
+
+    @rpc
+    async def ModelReady(self, request, context):
+        try:
+            self.repository.resolve(request.name, request.version)
+        except (ServeError, ValueError):
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @rpc
+    async def ServerMetadata(self, request, context):
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=server_version(), extensions=EXTENSIONS)
+
+    @rpc
+    async def ModelMetadata(self, request, context):
+        model = self.repository.resolve(request.name, request.version)
+        batch = [-1] if model.max_batch_size > 0 else []
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=[str(v) for v in self.repository.ready_versions(model.name)],
+            platform=model.config.platform,
+            inputs=[
+                pb.ModelMetadataResponse.TensorMetadata(
+                    name=s.name, datatype=s.datatype, shape=batch + list(s.dims)
+                )
+                for s in model.inputs.values()
+            ],
+            outputs=[
+                pb.ModelMetadataResponse.TensorMetadata(
+                    name=s.name, datatype=s.datatype, shape=batch + list(s.dims)
+                )
+                for s in model.outputs.values()
+            ],
+        )
+
+    @rpc
+    async def ModelInfer(self, request, context):
+        return await infer(self.repository, request, _deadline(context))
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        """Requests of a stream run concurrently (so they can batch); each answer carries its id."""
+        answers: asyncio.Queue = asyncio.Queue()
+        deadline = _deadline(context)
+
+        async def answer(request):
+            try:
+                response = pb.ModelStreamInferResponse(
+                    infer_response=await infer(self.repository, request, deadline)
+                )
+            except Exception as exc:  # noqa: BLE001 - mapped to a status in _status
+                response = pb.ModelStreamInferResponse(
+                    error_message=str(_status(exc, "ModelStreamInfer")),
+                    infer_response=pb.ModelInferResponse(
+                        model_name=request.model_name, model_version=request.model_version, id=request.id
+                    ),
+                )
+            await answers.put(response)
+
+        async def read():
+            async with asyncio.TaskGroup() as group:
+                async for request in request_iterator:
+                    group.create_task(answer(request))
+            await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (response := await answers.get()) is not None:
+                yield response
+        finally:
+            reader.cancel()
+
+    @rpc
+    async def ModelConfig(self, request, context):
+        return pb.ModelConfigResponse(config=self.repository.resolve(request.name, request.version).config)
+
+    @rpc
+    async def ModelStatistics(self, request, context):
+        recorders = self.repository.recorders(request.name, request.version)
+        return pb.ModelStatisticsResponse(
+            model_stats=[recorder.stats.to_proto(name, str(version)) for name, version, recorder in recorders]
+        )
+
+    @rpc
+    async def RepositoryIndex(self, request, context):
+        rows = self.repository.index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=r.name, version=r.version, state=r.state, reason=r.reason
+                )
+                for r in rows
+            ]
+        )
+
+    @rpc
+    async def RepositoryModelLoad(self, request, context):
+        self._check_control(request)
+        await self.repository.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @rpc
+    async def RepositoryModelUnload(self, request, context):
+        self._check_control(request)
+        await self.repository.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    def _check_control(self, request) -> None:
+        if not self.explicit_control:
+            raise Unavailable(
+                "explicit model load / unload is not allowed if polling is enabled or model control is "
+                "'none' (start the server with --model-control-mode explicit)"
+            )
+        if request.repository_name:
+            raise InvalidArgument(
+                f"repository_name {request.repository_name!r} is not supported: there is one repository"
+            )
+        unsupported = sorted(set(request.parameters) - {"unload_dependents"})
+        if unsupported:
+            raise FailedPrecondition(
+                f"model '{request.model_name}': load parameters {unsupported} are not supported"
+            )

@@ -1,0 +1,114 @@
+"""Queue policy (full queue, queue timeout), client deadlines, and graceful shutdown with work in flight."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import numpy as np
+import onnx_models as models
+import pytest
+from kserve import outputs, request, sample, scrape, stub
+from serverproc import start_server
+
+from ortserve.protos import grpc_service_pb2 as pb
+
+SLOW = 'parameters { key: "intra_op_thread_count" value: { string_value: "1" } }\nmax_batch_size: 1\n'
+X = np.ones((1, 256), np.float32)
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("slow") / "models"
+    slow = models.slow()
+    models.write_model(
+        repo, "slow_queue", slow, SLOW + "dynamic_batching { default_queue_policy { max_queue_size: 2 } }"
+    )
+    models.write_model(
+        repo,
+        "slow_timeout",
+        slow,
+        SLOW + "dynamic_batching { default_queue_policy { default_timeout_microseconds: 1000 } }",
+    )
+    models.write_model(repo, "slow_deadline", slow, SLOW + "dynamic_batching { }")
+    with start_server(repo) as server:
+        yield server
+
+
+def _settle(futures):
+    """(successes, errors) of grpc futures."""
+    ok, errors = 0, []
+    for future in futures:
+        try:
+            future.result(timeout=120)
+            ok += 1
+        except grpc.RpcError as error:
+            errors.append(error)
+    return ok, errors
+
+
+def test_full_queue_answers_unavailable(slow_server):
+    client = stub(slow_server.grpc_address)
+    ok, errors = _settle([client.ModelInfer.future(request("slow_queue", {"x": X})) for _ in range(12)])
+    assert ok >= 1
+    assert errors, "12 concurrent requests on one slow instance with max_queue_size 2 were all queued"
+    for error in errors:
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert "exceeds maximum queue size" in error.details()
+    failures = sample(
+        scrape(slow_server.metrics_url), "ortserve_inference_request_failure_total", model="slow_queue"
+    )
+    assert failures == len(errors)
+
+
+def test_queue_timeout_answers_unavailable(slow_server):
+    client = stub(slow_server.grpc_address)
+    ok, errors = _settle([client.ModelInfer.future(request("slow_timeout", {"x": X})) for _ in range(4)])
+    assert ok >= 1
+    assert errors, "requests queued behind a slow run for longer than the 1 ms queue timeout all ran"
+    for error in errors:
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert "request timeout expired" in error.details()
+    samples = scrape(slow_server.metrics_url)
+    assert sample(
+        samples, "ortserve_inference_request_failure_total", model="slow_timeout", reason="queue_timeout"
+    ) == len(errors)
+
+
+def test_requests_past_their_deadline_are_dropped_not_run(slow_server):
+    client = stub(slow_server.grpc_address)
+    first = client.ModelInfer.future(request("slow_deadline", {"x": X}))
+    time.sleep(0.05)  # lets the first request reach the instance; correctness does not depend on it
+    late = [client.ModelInfer.future(request("slow_deadline", {"x": X}), timeout=0.02) for _ in range(3)]
+    first.result(timeout=120)
+    for future in late:
+        with pytest.raises(grpc.RpcError) as error:
+            future.result(timeout=120)
+        assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    client.ModelInfer(request("slow_deadline", {"x": X}))
+    stats = client.ModelStatistics(pb.ModelStatisticsRequest(name="slow_deadline")).model_stats[0]
+    assert stats.inference_stats.success.count == 2
+    assert stats.execution_count == 2, "a request whose client had given up was still run"
+    samples = scrape(slow_server.metrics_url)
+    dropped = sum(
+        sample(samples, "ortserve_inference_request_failure_total", model="slow_deadline", reason=reason)
+        for reason in ("cancelled", "deadline_exceeded")
+    )
+    assert dropped == 3
+
+
+def test_sigterm_lets_in_flight_requests_finish_and_exits_0(tmp_path):
+    repo = tmp_path / "models"
+    models.write_model(repo, "slow", models.slow(), SLOW + "dynamic_batching { }")
+    with start_server(repo, "--exit-timeout-secs", "60") as server:
+        client = stub(server.grpc_address)
+        futures = [client.ModelInfer.future(request("slow", {"x": X})) for _ in range(4)]
+        time.sleep(0.3)  # the requests reach the server before the signal; the answers do not depend on it
+        server.process.send_signal(signal.SIGTERM)
+        for future in futures:
+            np.testing.assert_equal(outputs(future.result(timeout=120))["y"].shape, (1, 256))
+        assert server.process.wait(timeout=60) == 0
+        assert "shutting down" in server.stderr()
+        with pytest.raises(grpc.RpcError):
+            client.ModelInfer(request("slow", {"x": X}), timeout=5)
