@@ -12,13 +12,21 @@ import sys
 # name -> (module with `main(argv) -> int`, extra it needs, one-line help)
 COMMANDS: dict[str, tuple[str, str | None, str]] = {
     "export": ("ortserve.export.cli", "export", "export a PyTorch checkpoint to a validated ONNX model"),
-    "train": ("ortserve.export.recipes.cli", "export", "train the bundled digits models (real data, offline)"),
+    "train": (
+        "ortserve.export.recipes.cli",
+        "export",
+        "train the bundled digits models (real data, offline)",
+    ),
     "serve": ("ortserve.serve.cli", "serve", "serve a model repository over KServe v2 gRPC"),
     "classify": ("ortserve.client.commands", None, "classify images with a served model"),
     "infer": ("ortserve.client.commands", None, "run raw inference on .npy tensors"),
     "models": ("ortserve.client.commands", None, "list the server's model repository"),
     "health": ("ortserve.client.commands", None, "check server (and model) liveness and readiness"),
-    "quickstart": ("ortserve.export.quickstart", "export,serve", "train, export, serve and query the digits models"),
+    "quickstart": (
+        "ortserve.export.quickstart",
+        "export,serve",
+        "train, export, serve and query the digits models",
+    ),
 }
 
 
