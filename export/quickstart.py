@@ -1,0 +1,326 @@
+"""`ortserve quickstart`: the whole job on real data, offline, in a few minutes on 2 cores.
+
+Trains (or reuses) the digits ResNet and LSTM, exports them with validation into a model repository,
+starts the server, sends every held-out digit through the client (`classify`, `predict_sequences`),
+and reports served accuracy next to PyTorch's on the same samples, latency and throughput.
+The served accuracy must equal PyTorch's within 0.5 points, or the command fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from tqdm import tqdm
+
+from ortserve.client import InferenceClient
+from ortserve.export.api import export_model, format_summary
+from ortserve.export.recipes import digits, models
+from ortserve.export.recipes.train import (
+    TrainResult,
+    load_train_result,
+    train_digits_resnet,
+    train_digits_sequence,
+)
+from ortserve.export.spec import ExportSpec
+
+logger = logging.getLogger(__name__)
+
+RESNET_NAME = "digits_resnet"
+LSTM_NAME = "digits_lstm"
+ACCURACY_TOLERANCE = 0.005
+LISTENING_PREFIX = "ORTSERVE_LISTENING"
+
+
+@dataclass(frozen=True)
+class ServedAccuracy:
+    """One model's accuracy through the server against PyTorch's on the same held-out samples."""
+
+    model: str
+    samples: int
+    served: float
+    pytorch: float
+    throughput: float
+    """Samples per second through the client, batched requests."""
+    latencies_ms: np.ndarray
+    """Per-request latency of single-sample requests."""
+
+    @property
+    def agrees(self) -> bool:
+        return abs(self.served - self.pytorch) <= ACCURACY_TOLERANCE
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ortserve quickstart", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=Path("model_repository"),
+        help="model repository to export into (default ./model_repository)",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=Path("checkpoints"),
+        help="where trained checkpoints are kept and reused (default ./checkpoints)",
+    )
+    parser.add_argument("--grpc-port", type=int, default=8001, help="server gRPC port (0: any free port)")
+    parser.add_argument(
+        "--metrics-port", type=int, default=8002, help="server metrics port (0: any free port)"
+    )
+    parser.add_argument(
+        "--keep-serving", action="store_true", help="leave the server up afterwards, until Ctrl-C"
+    )
+    parser.add_argument(
+        "--short",
+        action="store_true",
+        help="a quick smoke run: short training, 100 held-out samples, 20 latency calls",
+    )
+    parser.add_argument("--retrain", action="store_true", help="train again even if checkpoints exist")
+    return parser
+
+
+def _trained(path: Path, train: Callable[[], TrainResult], retrain: bool) -> TrainResult:
+    reused = None if retrain else load_train_result(path)
+    if reused is not None:
+        _say(f"reusing {path} (held-out accuracy {reused.accuracy:.2%} at training)")
+        return reused
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result = train()
+    _say(result.summary())
+    return result
+
+
+def _latest_export_sha(repository: Path, name: str) -> str | None:
+    versions = sorted((int(p.name) for p in (repository / name).glob("*") if p.name.isdigit()), reverse=True)
+    if not versions:
+        return None
+    model = onnx.load(str(repository / name / str(versions[0]) / "model.onnx"), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}.get("source_sha256")
+
+
+def _export(
+    repository: Path, name: str, trained: TrainResult, build: Callable[[], torch.nn.Module], spec: ExportSpec
+) -> None:
+    if _latest_export_sha(repository, name) == trained.sha256:
+        _say(f"{name}: the latest exported version already comes from {trained.checkpoint}; not re-exported")
+        return
+    model = build()
+    model.load_state_dict(torch.load(trained.checkpoint, weights_only=True))
+    _say(f"{name}: exporting and validating against PyTorch ...")
+    result = export_model(
+        model,
+        spec,
+        repository=repository,
+        name=name,
+        labels=trained.label_names,
+        source=trained.factory or trained.arch,
+        checkpoint_sha256=trained.sha256,
+    )
+    _say(format_summary(result))
+
+
+def _pytorch_predictions(model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return model(inputs).argmax(dim=1).numpy()
+
+
+def _start_server(repository: Path, grpc_port: int, metrics_port: int) -> tuple[subprocess.Popen, str, str]:
+    command = [
+        sys.executable,
+        "-m",
+        "ortserve.serve",
+        "--model-repository",
+        str(repository),
+        "--grpc-port",
+        str(grpc_port),
+        "--metrics-port",
+        str(metrics_port),
+    ]
+    _say("starting the server: " + " ".join(command[1:]))
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith(LISTENING_PREFIX):
+        process.kill()
+        raise RuntimeError(f"the server did not start (exit code {process.wait()}); see its log above")
+    fields = dict(part.split("=", 1) for part in line.split()[1:])
+    return process, fields["grpc"], fields["metrics"]
+
+
+def _stop_server(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def _measure(
+    name: str,
+    run_batched: Callable[[Sequence], np.ndarray],
+    run_one: Callable[[object], object],
+    samples: Sequence,
+    labels: np.ndarray,
+    pytorch_predictions: np.ndarray,
+    latency_calls: int,
+    batch: int = 64,
+) -> ServedAccuracy:
+    predictions = []
+    started = time.perf_counter()
+    for start in tqdm(range(0, len(samples), batch), desc=f"{name}: held-out", unit="batch", file=sys.stderr):
+        predictions.append(run_batched(samples[start : start + batch]))
+    throughput = len(samples) / (time.perf_counter() - started)
+    latencies = []
+    for sample in tqdm(samples[:latency_calls], desc=f"{name}: latency", unit="req", file=sys.stderr):
+        begin = time.perf_counter()
+        run_one(sample)
+        latencies.append((time.perf_counter() - begin) * 1000.0)
+    served = np.concatenate(predictions)
+    return ServedAccuracy(
+        model=name,
+        samples=len(samples),
+        served=float(np.mean(served == labels)),
+        pytorch=float(np.mean(pytorch_predictions == labels)),
+        throughput=throughput,
+        latencies_ms=np.asarray(latencies),
+    )
+
+
+def _report(results: Sequence[ServedAccuracy], grpc_address: str, metrics_address: str) -> str:
+    header = (
+        f"{'model':<14} {'samples':>7} {'served acc':>10} {'pytorch acc':>11} {'agree':>5} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'samples/s':>9}"
+    )
+    rows = [header, "-" * len(header)]
+    for r in results:
+        p50, p99 = np.percentile(r.latencies_ms, [50, 99])
+        rows.append(
+            f"{r.model:<14} {r.samples:>7} {r.served:>10.2%} {r.pytorch:>11.2%} "
+            f"{'yes' if r.agrees else 'NO':>5} {p50:>7.2f} {p99:>7.2f} {r.throughput:>9.0f}"
+        )
+    rows += [
+        "",
+        f"gRPC (KServe v2):  {grpc_address}   e.g. ortserve classify --url {grpc_address} "
+        f"--model {RESNET_NAME} IMAGE.png",
+        f"Prometheus metrics: http://{metrics_address}/metrics",
+    ]
+    return "\n".join(rows)
+
+
+def _say(message: str) -> None:
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(os.cpu_count() or 1)
+    samples = 100 if args.short else None
+    latency_calls = 20 if args.short else 200
+
+    resnet = _trained(
+        args.checkpoints / "digits_resnet.pt",
+        lambda: train_digits_resnet(
+            args.checkpoints / "digits_resnet.pt", **({"epochs": 1} if args.short else {})
+        ),
+        args.retrain,
+    )
+    lstm = _trained(
+        args.checkpoints / "digits_lstm.pt",
+        lambda: train_digits_sequence(
+            args.checkpoints / "digits_lstm.pt", cell="lstm", **({"epochs": 3} if args.short else {})
+        ),
+        args.retrain,
+    )
+    image_size = resnet.image_size or digits.DEFAULT_IMAGE_SIZE
+    resnet_model = models.build_digits_resnet()
+    lstm_model = models.build_sequence_classifier(**lstm.factory_kwargs)
+    _export(
+        args.repository,
+        RESNET_NAME,
+        resnet,
+        lambda: resnet_model,
+        ExportSpec.image(image_size, input_dtype="uint8", mean=models.IMAGENET_MEAN, std=models.IMAGENET_STD),
+    )
+    _export(args.repository, LSTM_NAME, lstm, lambda: lstm_model, ExportSpec.sequence(8, 8))
+    resnet_model.load_state_dict(torch.load(resnet.checkpoint, weights_only=True))
+    lstm_model.load_state_dict(torch.load(lstm.checkpoint, weights_only=True))
+
+    grey, labels = digits.heldout_grey_images()
+    images = digits.load_image_split(image_size)
+    sequences = digits.load_sequence_split()
+    grey, labels = grey[:samples], labels[:samples]
+    torch_images = models.normalize_uint8_images(torch.from_numpy(images.x_test[:samples]))
+    resnet_torch = _pytorch_predictions(resnet_model, torch_images)
+    lstm_torch = _pytorch_predictions(lstm_model, torch.from_numpy(sequences.x_test[:samples]))
+    label_index = {label: index for index, label in enumerate(resnet.label_names)}
+
+    process, grpc_address, metrics_address = _start_server(args.repository, args.grpc_port, args.metrics_port)
+    try:
+        with InferenceClient(grpc_address, timeout=60) as client:
+
+            def classify(batch: Sequence[np.ndarray]) -> np.ndarray:
+                return np.array(
+                    [label_index[top[0][0]] for top in client.classify(RESNET_NAME, list(batch), 1)]
+                )
+
+            def predict(batch: Sequence[np.ndarray]) -> np.ndarray:
+                return np.array([row.argmax() for row in client.predict_sequences(LSTM_NAME, list(batch))])
+
+            results = [
+                _measure(
+                    RESNET_NAME,
+                    classify,
+                    lambda g: client.classify(RESNET_NAME, g, 1),
+                    list(grey),
+                    labels,
+                    resnet_torch,
+                    latency_calls,
+                ),
+                _measure(
+                    LSTM_NAME,
+                    predict,
+                    lambda s: client.predict_sequences(LSTM_NAME, [s]),
+                    list(sequences.x_test[:samples]),
+                    labels,
+                    lstm_torch,
+                    latency_calls,
+                ),
+            ]
+        _say("\n" + _report(results, grpc_address, metrics_address))
+        if args.keep_serving:
+            _say("\nThe server keeps serving; press Ctrl-C to stop it.")
+            try:
+                process.wait()
+            except KeyboardInterrupt:
+                pass
+    finally:
+        code = _stop_server(process)
+        _say(f"server stopped (exit code {code})")
+    failed = [r.model for r in results if not r.agrees]
+    if failed:
+        sys.stderr.write(
+            f"ortserve quickstart: served accuracy differs from PyTorch's by more than "
+            f"{ACCURACY_TOLERANCE:.1%} for {', '.join(failed)}\n"
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
