@@ -1,0 +1,1 @@
+"""Benchmarks: ortserve beside raw onnxruntime, MLServer and a bare gRPC server (`python -m bench.run`)."""

@@ -1,0 +1,401 @@
+"""One command, every contender: ortserve (batching on/off), MLServer (on/off), a bare gRPC server and raw
+onnxruntime, on the same ONNX files, with the same load generator and the same request bytes.
+
+    python -m bench.run                 # the full run (tens of minutes; a quiet machine)
+    python -m bench.run --quick         # resnet18 uint8 + LSTM, 1 and 8 in flight, short windows (~1-2 min)
+    python -m bench.run --with-mlserver # create bench/.venv-mlserver first if it is missing (PyPI, one time)
+
+Per model, over several rounds, each (concurrency) cell runs every contender back to back, the order rotated
+each round (A B C, B C A, ...), so slow drift of the machine hits every contender alike. Writes
+results.json (every raw number + machine info), results.md (tables + PASS/FAIL per target) and, when
+matplotlib imports, plot_<model>.png under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil
+
+from bench import contenders, loadgen, mlserver_env, models, report
+
+logger = logging.getLogger("bench")
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+GRPC_CONTENDERS = (
+    "ortserve_batching",
+    "ortserve_nobatching",
+    "mlserver_batching",
+    "mlserver_nobatching",
+    "bare",
+)
+FULL_MODELS = ("resnet18_uint8", "resnet18_float32", "resnet50_uint8", "resnet50_float32", "lstm")
+QUICK_MODELS = ("resnet18_uint8", "lstm")
+
+
+@dataclass
+class Options:
+    """Everything one run depends on (recorded in results.json)."""
+
+    quick: bool
+    models: list[str]
+    concurrency: list[int]
+    rounds: int
+    warmup_s: float
+    window_s: float
+    out: Path
+    image_size: int
+    intra_op_threads: int
+    with_mlserver: bool
+    mlserver_parallel_workers: int
+    open_loop_fraction: float
+    streams_per_channel: int
+    max_requests: int
+    sweep_batches: list[int]
+    sweep_window_s: float
+    batching: models.BatchingSettings
+    cache: Path
+    contenders: list[str]
+    server_start_timeout_s: float
+    rebuild: bool
+
+
+def _csv(kind):
+    return lambda text: [kind(part) for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: list[str] | None) -> Options:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="resnet18_uint8 + lstm, 1 and 8 in flight, short"
+    )
+    parser.add_argument("--models", type=_csv(str), help=f"comma list of {', '.join(models.MODELS)}")
+    parser.add_argument("--concurrency", type=_csv(int), help="requests in flight, e.g. 1,8,32")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per cell (full 3, quick 1)")
+    parser.add_argument("--warmup", type=float, help="warm-up seconds per cell (full 2, quick 0.5)")
+    parser.add_argument("--window", type=float, help="measured seconds per cell (full 10, quick 2)")
+    parser.add_argument("--out", type=Path, help="output folder (bench/results, quick: bench/results/quick)")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--intra-op-threads", type=int, default=os.cpu_count() or 1, help="every contender")
+    parser.add_argument(
+        "--with-mlserver",
+        action="store_true",
+        help="include MLServer, creating bench/.venv-mlserver if missing (default: only if it exists)",
+    )
+    parser.add_argument(
+        "--without-mlserver", action="store_true", help="leave MLServer out even if installed"
+    )
+    parser.add_argument("--mlserver-parallel-workers", type=int, default=1, help="MLServer's default is 1")
+    parser.add_argument(
+        "--open-loop-fraction",
+        type=float,
+        help="also run open loop at this fraction of ortserve's closed-loop peak (full 0.5, quick 0)",
+    )
+    parser.add_argument(
+        "--streams-per-channel", type=int, default=8, help="in-flight requests per gRPC channel"
+    )
+    parser.add_argument("--max-requests", type=int, default=200_000, help="cap on requests per window")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-delay-us", type=int, default=500, help="batcher queue delay, both servers")
+    parser.add_argument("--contenders", type=_csv(str), help=f"subset of {', '.join(GRPC_CONTENDERS)}")
+    parser.add_argument("--cache", type=Path, default=BENCH_DIR / ".cache", help="exported ONNX files")
+    parser.add_argument("--rebuild", action="store_true", help="export the models again")
+    args = parser.parse_args(argv)
+
+    quick = args.quick
+    chosen_models = args.models or list(QUICK_MODELS if quick else FULL_MODELS)
+    unknown = [m for m in chosen_models if m not in models.MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {', '.join(models.MODELS)}")
+    chosen_contenders = args.contenders or list(GRPC_CONTENDERS)
+    if any(c not in GRPC_CONTENDERS for c in chosen_contenders):
+        parser.error(f"--contenders takes {', '.join(GRPC_CONTENDERS)}")
+    with_mlserver = not args.without_mlserver and (args.with_mlserver or mlserver_env.exists())
+    if not with_mlserver:
+        chosen_contenders = [c for c in chosen_contenders if not c.startswith("mlserver")]
+    batching = models.BatchingSettings(max_batch_size=args.max_batch_size, max_delay_us=args.max_delay_us)
+    options = Options(
+        quick=quick,
+        models=chosen_models,
+        concurrency=args.concurrency or ([1, 8] if quick else [1, 8, 32]),
+        rounds=args.rounds or (1 if quick else 3),
+        warmup_s=args.warmup if args.warmup is not None else (0.5 if quick else 2.0),
+        window_s=args.window or (2.0 if quick else 10.0),
+        out=args.out or (BENCH_DIR / "results" / ("quick" if quick else "")),
+        image_size=args.image_size,
+        intra_op_threads=args.intra_op_threads,
+        with_mlserver=with_mlserver,
+        mlserver_parallel_workers=args.mlserver_parallel_workers,
+        open_loop_fraction=args.open_loop_fraction
+        if args.open_loop_fraction is not None
+        else (0 if quick else 0.5),
+        streams_per_channel=args.streams_per_channel,
+        max_requests=args.max_requests,
+        sweep_batches=[1, 4, 16] if quick else [1, 2, 4, 8, 16, 32],
+        sweep_window_s=0.3 if quick else 1.5,
+        batching=batching,
+        cache=args.cache,
+        contenders=chosen_contenders,
+        server_start_timeout_s=120.0,
+        rebuild=args.rebuild,
+    )
+    if min(options.concurrency) < 1 or options.rounds < 1 or options.window_s <= 0:
+        parser.error("concurrency, rounds and window must be positive")
+    return options
+
+
+def machine_info() -> dict:
+    cpu_model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version()}
+    for package in ("ortserve", "onnxruntime", "grpcio", "protobuf", "numpy", "psutil"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model,
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gb": psutil.virtual_memory().total / 1e9,
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "versions": versions,
+        "git_commit": commit,
+    }
+
+
+def wire_sizes(options: Options, exported: dict[str, models.OnnxModel]) -> dict[str, dict]:
+    """Serialized batch-1 request size per image model and dtype (both dtypes, exported or not)."""
+    sizes = {}
+    archs = {models.MODELS[name].arch for name in options.models if models.MODELS[name].kind == "image"}
+    for arch in sorted(archs):
+        for dtype in ("uint8", "float32"):
+            name = f"{arch}_{dtype}"
+            input_name = exported[name].input_name if name in exported else "input"
+            array = models.MODELS[name].sample(1, options.image_size)
+            request = loadgen.build_request(loadgen.RequestSpec(name, input_name, array))
+            sizes[name] = {"tensor_bytes": array.nbytes, "request_bytes": len(request)}
+    return sizes
+
+
+def rotate(items: list, offset: int) -> list:
+    if not items:
+        return items
+    offset %= len(items)
+    return items[offset:] + items[:offset]
+
+
+def raw_records(model: models.OnnxModel, options: Options, state: dict, round_index: int) -> list[dict]:
+    """Raw onnxruntime (its own process) at batch 1 and at the best batch, swept in the first round."""
+    command = [sys.executable, "-m", "bench.raw_ort", "--onnx", str(model.path), "--model", model.spec.name]
+    command += ["--input-name", model.input_name, "--image-size", str(options.image_size)]
+    command += ["--threads", str(options.intra_op_threads), "--warmup", str(options.warmup_s)]
+    command += ["--window", str(options.window_s)]
+    if "best_batch" in state:
+        command += ["--best-batch", str(state["best_batch"])]
+    else:
+        command += ["--sweep", ",".join(map(str, options.sweep_batches))]
+        command += ["--sweep-window", str(options.sweep_window_s)]
+    # Bounded: a sweep of 6 sizes (at least 3 runs each) plus two windows, with room for a slow machine.
+    timeout = 600 + 10 * (options.warmup_s + options.window_s)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"raw onnxruntime on {model.spec.name} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if "best_batch" not in state:
+        state["best_batch"] = result["best_batch"]
+        state["sweep"] = result["sweep"]
+        logger.info(
+            "%s: raw onnxruntime sweep %s -> best batch %d",
+            model.spec.name,
+            result["sweep"],
+            result["best_batch"],
+        )
+    records = []
+    for contender, key in (("raw_ort_b1", "batch1"), ("raw_ort_best", "best")):
+        record = dict(result[key])
+        record.update(
+            model=model.spec.name, contender=contender, mode="direct", concurrency=None, round=round_index
+        )
+        records.append(record)
+    return records
+
+
+async def _cell(
+    contender: contenders.Contender,
+    request: bytes,
+    options: Options,
+    where: dict,
+    concurrency: int | None,
+    rate: float | None = None,
+) -> dict:
+    """One measured window of one contender, tagged with `where` (model, round, position) and logged."""
+    record = await contenders.measure(contender, request, options, concurrency, rate=rate)
+    record.update(where, contender=contender.name)
+    load = f"c={concurrency}" if rate is None else f"open {rate:.0f}/s"
+    logger.info(
+        "%s round %d %-12s %-20s %8.1f req/s p50 %8.2f ms p99 %8.2f ms errors %d dropped %d",
+        record["model"],
+        record["round"],
+        load,
+        contender.name,
+        record["throughput_rps"],
+        record["latency_ms"]["p50"],
+        record["latency_ms"]["p99"],
+        record["errors"],
+        record["dropped"],
+    )
+    return record
+
+
+async def run_model(
+    model: models.OnnxModel, servers: list[contenders.Contender], options: Options
+) -> tuple[list, dict]:
+    """Every round: raw onnxruntime, then each concurrency cell with the contenders in rotated order."""
+    request = loadgen.build_request(
+        loadgen.RequestSpec(model.spec.name, model.input_name, model.spec.sample(1, options.image_size))
+    )
+    records: list[dict] = []
+    raw_state: dict = {}
+    open_rate: float | None = None
+    for round_index in range(options.rounds):
+        records += raw_records(model, options, raw_state, round_index)
+        for cell_index, concurrency in enumerate(options.concurrency):
+            active = [c for c in servers if not c.failed]
+            for position, contender in enumerate(rotate(active, round_index + cell_index)):
+                where = {"model": model.spec.name, "round": round_index, "position": position}
+                records.append(await _cell(contender, request, options, where, concurrency))
+        if options.open_loop_fraction <= 0:
+            continue
+        if open_rate is None:
+            # The same rate for every contender: a fraction of ortserve's best closed-loop rate (round 0).
+            peak = [r["throughput_rps"] for r in records if r["contender"] == "ortserve_batching"]
+            open_rate = options.open_loop_fraction * max(peak) if peak else None
+        if open_rate:
+            active = [c for c in servers if not c.failed]
+            for position, contender in enumerate(rotate(active, round_index)):
+                where = {"model": model.spec.name, "round": round_index, "position": position}
+                records.append(await _cell(contender, request, options, where, None, rate=open_rate))
+    return records, raw_state.get("sweep", {})
+
+
+def estimated_seconds(options: Options) -> float:
+    """Measuring time alone (no export, no server start-up): what the run will cost at least."""
+    cell = options.warmup_s + options.window_s
+    cells_per_round = len(options.concurrency) * len(options.contenders)
+    cells_per_round += len(options.contenders) if options.open_loop_fraction > 0 else 0
+    raw = 2 * cell + len(options.sweep_batches) * options.sweep_window_s / options.rounds
+    return len(options.models) * options.rounds * (cells_per_round * cell + raw)
+
+
+async def run(options: Options) -> dict:
+    machine = machine_info()
+    logger.info(
+        "%d model(s) x %d round(s) x %s in flight x %s: about %.0f min of measuring",
+        len(options.models),
+        options.rounds,
+        options.concurrency,
+        ", ".join(options.contenders),
+        estimated_seconds(options) / 60,
+    )
+    failures = []
+    if options.with_mlserver:
+        try:
+            if not mlserver_env.exists():
+                mlserver_env.create()
+            machine["versions"]["mlserver (its venv: mlserver onnxruntime)"] = mlserver_env.version()
+        except (subprocess.CalledProcessError, OSError) as exc:
+            failures.append(f"MLServer left out: creating {mlserver_env.VENV} failed: {exc}")
+            logger.error(failures[-1])
+            options.contenders = [c for c in options.contenders if not c.startswith("mlserver")]
+    exported_by_name = {}
+    for name in options.models:
+        exported_by_name[name] = models.export_onnx(
+            models.MODELS[name], options.cache, options.image_size, options.rebuild
+        )
+    exported = list(exported_by_name.values())
+    results: dict = {
+        "machine": machine,
+        "config": {
+            **{k: v for k, v in asdict(options).items() if k not in ("out", "cache", "batching")},
+            "batching": asdict(options.batching),
+        },
+        "wire": wire_sizes(options, exported_by_name),
+        "records": [],
+        "raw_sweep": {},
+        "failures": [],
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="ortserve-bench-"))
+    servers = contenders.build(options, exported, workdir)
+    try:
+        await contenders.start(servers, exported, options)
+        for model in exported:
+            records, sweep = await run_model(model, servers, options)
+            results["records"] += records
+            results["raw_sweep"][model.spec.name] = sweep
+    finally:
+        for contender in servers:
+            contender.server.stop()
+        results["failures"] = failures + [c.failed for c in servers if c.failed]
+        logs = options.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for contender in servers:
+            if contender.server.log_path.exists():
+                shutil.copy2(contender.server.log_path, logs / contender.server.log_path.name)
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["summary"] = report.summarize(results["records"])
+    results["targets"] = report.evaluate_targets(results["summary"], results["wire"])
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    options = parse_args(argv)
+    options.out.mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(run(options))
+    results["plots"] = report.plot(results["summary"], options.out)
+    (options.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (options.out / "results.md").write_text(report.markdown(results))
+    errors = sum(row["errors"] for row in results["summary"])
+    sys.stdout.write(report.markdown(results))
+    sys.stdout.write(f"\nwrote {options.out / 'results.json'} and {options.out / 'results.md'}\n")
+    return 1 if results["failures"] or errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
