@@ -9,6 +9,7 @@ The served accuracy must equal PyTorch's within 0.5 points, or the command fails
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -95,7 +96,8 @@ def _trained(path: Path, train: Callable[[], TrainResult], retrain: bool) -> Tra
     reused = None if retrain else load_train_result(path)
     if reused is not None:
         _say(f"reusing {path} (held-out accuracy {reused.accuracy:.2%} at training)")
-        return reused
+        # The sidecar names where the checkpoint was trained; it may have been copied here since.
+        return dataclasses.replace(reused, checkpoint=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     result = train()
     _say(result.summary())

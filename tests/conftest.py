@@ -11,6 +11,7 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
+from digits_models import TrainedDigits  # noqa: E402
 from serverproc import start_server  # noqa: E402
 
 
@@ -18,3 +19,9 @@ from serverproc import start_server  # noqa: E402
 def start_ortserve():
     """`start_server(repository, *args, env=None)`: a context manager running a real server."""
     return start_server
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory) -> TrainedDigits:
+    """Real digits checkpoints (ResNet, LSTM, GRU) and their exported repository, made once, on demand."""
+    return TrainedDigits(tmp_path_factory.mktemp("digits"))

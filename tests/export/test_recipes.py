@@ -224,15 +224,16 @@ def test_package_and_cli_import_without_torch():
 # --- the real trainings (slow) ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def resnet_result(tmp_path_factory):
-    return train.train_digits_resnet(tmp_path_factory.mktemp("resnet") / "digits_resnet18.pt", progress=False)
+# The trainings are the session-wide ones (tests/digits_models.py), shared with the export, client and
+# quickstart tests.
+@pytest.fixture
+def resnet_result(trained_digits):
+    return trained_digits.resnet
 
 
-@pytest.fixture(scope="module", params=["lstm", "gru"])
-def sequence_result(request, tmp_path_factory):
-    out = tmp_path_factory.mktemp(request.param) / f"digits_{request.param}.pt"
-    return train.train_digits_sequence(out, cell=request.param, progress=False)
+@pytest.fixture(params=["lstm", "gru"])
+def sequence_result(request, trained_digits):
+    return getattr(trained_digits, request.param)
 
 
 @pytest.mark.slow

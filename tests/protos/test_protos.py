@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf import text_format
+
 from ortserve.protos import grpc_service_pb2, grpc_service_pb2_grpc, model_config_pb2
 
 EXPECTED_RPCS = {

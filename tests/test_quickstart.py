@@ -1,0 +1,40 @@
+"""The README's main command, in its short mode, reusing the session's trained checkpoints."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+
+def test_quickstart_short_reuses_checkpoints_and_agrees_with_pytorch(trained_digits, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    for result in (trained_digits.resnet, trained_digits.lstm):
+        for path in (result.checkpoint, result.checkpoint + ".json"):
+            shutil.copy(path, checkpoints)
+    command = [
+        sys.executable,
+        "-m",
+        "ortserve.client.cli",
+        "quickstart",
+        "--short",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "reusing" in out and "served acc" in out
+    for name in ("digits_resnet", "digits_lstm"):
+        row = next(line for line in out.splitlines() if line.startswith(name + " "))
+        assert " yes " in row, row
+    assert "/metrics" in out and "server stopped (exit code 0)" in out
+    assert (tmp_path / "model_repository" / "digits_resnet" / "1" / "model.onnx").is_file()
+    assert (tmp_path / "model_repository" / "digits_lstm" / "config.pbtxt").is_file()
