@@ -153,8 +153,6 @@ def batch_policy(config: model_config_pb2.ModelConfig) -> BatchPolicy:
     return BatchPolicy(
         max_batch_size=config.max_batch_size,
         dynamic=True,
-        preferred_batch_sizes=tuple(batching.preferred_batch_size),
-        max_queue_delay_s=batching.max_queue_delay_microseconds / 1e6,
         max_queue_size=queue.max_queue_size,
         queue_timeout_s=queue.default_timeout_microseconds / 1e6,
         reject_on_timeout=queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT,

@@ -30,7 +30,6 @@ EXTENSIONS = (
     "schedule_policy",
     "model_configuration",
     "statistics",
-    "health",
 )
 
 
