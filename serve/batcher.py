@@ -50,7 +50,8 @@ class Pending:
     rows: int
     key: tuple
     outputs: tuple[str, ...]
-    future: asyncio.Future
+    future: asyncio.Future | None
+    """None for a request answered at once by run_now()."""
     enqueued: float
     expires: float | None
     deadline: float | None
@@ -68,6 +69,12 @@ class Result:
     compute_infer_ns: int = 0
     compute_output_ns: int = 0
 
+
+# Below this onnxruntime time per batch, handing the batch to a worker thread (and the result back to the
+# event loop) costs more CPU and latency than the run itself: the LSTM served 1.6-1.8x faster inline,
+# measured with bench/run.py (docs/performance.md). Slow models still run in the pool, never on the loop.
+INLINE_INFER_S = 0.002
+INFER_EWMA = 0.2
 
 BatchObserver = Callable[[int, int, int, int], None]  # (batch_size, input_ns, infer_ns, output_ns)
 
@@ -87,7 +94,13 @@ class Batcher:
         self._running = 0
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=len(self._sessions), thread_name_prefix=f"ort-{name}")
+        # Running average of onnxruntime's time per batch; starts high so the first batches use the pool.
+        self._infer_s = INLINE_INFER_S * 4
         self._workers = [asyncio.create_task(self._work(session)) for session in self._sessions]
+
+    def _inline_ok(self) -> bool:
+        """Run on the event loop: one instance and batches so quick the thread hand-off would cost more."""
+        return len(self._sessions) == 1 and self._infer_s < INLINE_INFER_S
 
     @property
     def pending(self) -> int:
@@ -193,16 +206,48 @@ class Batcher:
             pending.queued_s = taken - pending.enqueued
         return batch
 
+    def run_now(self, inputs: dict[str, np.ndarray], rows: int, outputs: Sequence[str]) -> Result | None:
+        """Answer a request at once on the event loop when nothing waits or runs and the model is quick.
+
+        Saves the future, the queue and two task switches per request; None means: submit() it.
+        """
+        if self._queue or self._running or self._closed or not self._inline_ok():
+            return None
+        pending = Pending(inputs, rows, (), tuple(outputs), None, 0.0, None, None)
+        self._running += 1
+        try:
+            (outputs_of_request,), timings = self._execute(self._sessions[0], [pending], list(outputs))
+        finally:
+            self._running -= 1
+        if self._on_batch is not None:
+            self._on_batch(rows, *timings)
+        return Result(outputs_of_request, rows, 0, *timings)
+
+    def _execute(self, session, batch: list[Pending], names: list[str]):
+        """execute() on this thread; updates the running time average; failures become InternalError."""
+        try:
+            split, timings = execute(session, batch, names, self.policy.max_batch_size > 0)
+        except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
+            raise self._failure(batch, exc) from exc
+        self._infer_s = INFER_EWMA * timings[1] / 1e9 + (1 - INFER_EWMA) * self._infer_s
+        return split, timings
+
+    def _failure(self, batch: list[Pending], exc: Exception) -> InternalError:
+        if isinstance(exc, InternalError):
+            return exc
+        log.error("model %s: batch of %d requests failed", self.name, len(batch), exc_info=exc)
+        return InternalError("internal error")
+
     async def _run(self, loop, session, batch: list[Pending]) -> None:
         names = list(dict.fromkeys(name for pending in batch for name in pending.outputs))
         try:
-            split, timings = await loop.run_in_executor(
-                self._executor, execute, session, batch, names, self.policy.max_batch_size > 0
-            )
-        except Exception as exc:  # noqa: BLE001 - every future of the batch fails with it
-            if not isinstance(exc, InternalError):
-                log.exception("model %s: batch of %d requests failed", self.name, len(batch))
-            error = exc if isinstance(exc, InternalError) else InternalError("internal error")
+            if self._inline_ok():
+                split, timings = self._execute(session, batch, names)
+            else:
+                split, timings = await loop.run_in_executor(
+                    self._executor, self._execute, session, batch, names
+                )
+        except InternalError as error:
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(error)

@@ -22,12 +22,12 @@ async def infer(
     recorder, started = model.recorder, False
     try:
         decoded = decode_request(model.name, model.inputs, model.outputs, model.max_batch_size, request)
-        future = model.batcher.submit(
-            decoded.inputs, decoded.rows, [o.name for o in decoded.outputs], deadline
-        )
+        names = [o.name for o in decoded.outputs]
         recorder.request_started()
         started = True
-        result = await future
+        result = model.batcher.run_now(decoded.inputs, decoded.rows, names)
+        if result is None:
+            result = await model.batcher.submit(decoded.inputs, decoded.rows, names, deadline)
         response = grpc_service_pb2.ModelInferResponse(
             model_name=model.name, model_version=str(model.version), id=request.id
         )

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# onnxruntime's worker threads spin while waiting for work. In a server they share the cores with the
+# gRPC threads and the event loop, yet turning spinning off gained nothing on 2 cores and cost the LSTM
+# 40% at 1 in flight (docs/performance.md), so onnxruntime's default stays; config `parameters
+# { key: "allow_spinning" value: { string_value: "0" } }` turns it off per model.
+DEFAULT_ALLOW_SPINNING = "1"
 Kind = model_config_pb2.ModelInstanceGroup.Kind
 
 GRAPH_LEVELS = {
@@ -100,6 +105,11 @@ def session_options(config: model_config_pb2.ModelConfig, version_dir: Path) -> 
         raise ModelLoadError(
             f"model '{config.name}': thread count parameter is not an integer: {exc}"
         ) from None
+    spinning = params.get("allow_spinning", DEFAULT_ALLOW_SPINNING)
+    if spinning not in ("0", "1"):
+        raise ModelLoadError(f"model '{config.name}': allow_spinning must be '0' or '1', got '{spinning}'")
+    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
     level = params.get("graph_optimization_level")
     if level is None and config.optimization.HasField("graph"):
         level = str(config.optimization.graph.level)
