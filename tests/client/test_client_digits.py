@@ -21,17 +21,17 @@ def digits_server(trained_digits, start_ortserve):
         yield server
 
 
+def _pytorch_classes(trained_digits, count: int | None = None) -> np.ndarray:
+    """The trained ResNet's predicted class for the first `count` held-out digits (all when None)."""
+    split = digits.load_image_split(trained_digits.resnet.image_size)
+    images = models.normalize_uint8_images(torch.from_numpy(split.x_test[:count]))
+    with torch.no_grad():
+        return trained_digits.torch_model("resnet")(images).argmax(dim=1).numpy()
+
+
 def test_classify_heldout_digits_matches_pytorch_accuracy(trained_digits, digits_server):
     grey, labels = digits.heldout_grey_images()
-    split = digits.load_image_split(trained_digits.resnet.image_size)
-    with torch.no_grad():
-        expected = (
-            trained_digits.torch_model("resnet")(
-                models.normalize_uint8_images(torch.from_numpy(split.x_test))
-            )
-            .argmax(dim=1)
-            .numpy()
-        )
+    expected = _pytorch_classes(trained_digits)
     with InferenceClient(digits_server.grpc_address) as client:
         top = client.classify(RESNET_NAME, list(grey), top_k=3)
     predicted = np.array([int(ranked[0][0]) for ranked in top])
@@ -58,15 +58,7 @@ def test_predict_sequences_of_heldout_digits_in_order(trained_digits, digits_ser
 
 def test_async_classify_concurrently_matches_pytorch(trained_digits, digits_server):
     grey, _ = digits.heldout_grey_images()
-    split = digits.load_image_split(trained_digits.resnet.image_size)
-    with torch.no_grad():
-        expected = (
-            trained_digits.torch_model("resnet")(
-                models.normalize_uint8_images(torch.from_numpy(split.x_test[:32]))
-            )
-            .argmax(dim=1)
-            .numpy()
-        )
+    expected = _pytorch_classes(trained_digits, 32)
 
     async def main():
         async with AsyncInferenceClient(digits_server.grpc_address) as client:
