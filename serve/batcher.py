@@ -219,18 +219,21 @@ class Batcher:
             (outputs_of_request,), timings = self._execute(self._sessions[0], [pending], list(outputs))
         finally:
             self._running -= 1
-        if self._on_batch is not None:
-            self._on_batch(rows, *timings)
+        self._batch_done(rows, timings)
         return Result(outputs_of_request, rows, 0, *timings)
 
     def _execute(self, session, batch: list[Pending], names: list[str]):
-        """execute() on this thread; updates the running time average; failures become InternalError."""
+        """execute() on the calling thread (loop or worker); failures become InternalError."""
         try:
-            split, timings = execute(session, batch, names, self.policy.max_batch_size > 0)
+            return execute(session, batch, names, self.policy.max_batch_size > 0)
         except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
             raise self._failure(batch, exc) from exc
+
+    def _batch_done(self, rows: int, timings: tuple[int, int, int]) -> None:
+        """On the event loop: update the running time average and report the batch."""
         self._infer_s = INFER_EWMA * timings[1] / 1e9 + (1 - INFER_EWMA) * self._infer_s
-        return split, timings
+        if self._on_batch is not None:
+            self._on_batch(rows, *timings)
 
     def _failure(self, batch: list[Pending], exc: Exception) -> InternalError:
         if isinstance(exc, InternalError):
@@ -253,15 +256,14 @@ class Batcher:
                     pending.future.set_exception(error)
             return
         rows = sum(p.rows for p in batch)
-        if self._on_batch is not None:
-            self._on_batch(rows, *timings)
+        self._batch_done(rows, timings)
         for pending, outputs in zip(batch, split, strict=True):
             if not pending.future.done():
                 pending.future.set_result(Result(outputs, rows, int(pending.queued_s * 1e9), *timings))
 
 
 def execute(session, batch: list[Pending], names: list[str], batched: bool):
-    """Run one batch (in a worker thread): merge inputs, run, check rows, split outputs back per request."""
+    """Run one batch (on the loop or a worker thread): merge inputs, run, check rows, split outputs back."""
     start = time.perf_counter_ns()
     if len(batch) == 1:
         feeds = batch[0].inputs
