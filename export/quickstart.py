@@ -113,13 +113,12 @@ def _latest_export_sha(repository: Path, name: str) -> str | None:
 
 
 def _export(
-    repository: Path, name: str, trained: TrainResult, build: Callable[[], torch.nn.Module], spec: ExportSpec
+    repository: Path, name: str, trained: TrainResult, model: torch.nn.Module, spec: ExportSpec
 ) -> None:
+    """Export the trained `model` unless the latest version already comes from the same checkpoint."""
     if _latest_export_sha(repository, name) == trained.sha256:
         _say(f"{name}: the latest exported version already comes from {trained.checkpoint}; not re-exported")
         return
-    model = build()
-    model.load_state_dict(torch.load(trained.checkpoint, weights_only=True))
     _say(f"{name}: exporting and validating against PyTorch ...")
     result = export_model(
         model,
@@ -131,6 +130,11 @@ def _export(
         checkpoint_sha256=trained.sha256,
     )
     _say(format_summary(result))
+
+
+def _loaded(model: torch.nn.Module, trained: TrainResult) -> torch.nn.Module:
+    model.load_state_dict(torch.load(trained.checkpoint, weights_only=True))
+    return model
 
 
 def _pytorch_predictions(model: torch.nn.Module, inputs: torch.Tensor) -> np.ndarray:
@@ -250,18 +254,16 @@ def main(argv: list[str] | None = None) -> int:
         args.retrain,
     )
     image_size = resnet.image_size or digits.DEFAULT_IMAGE_SIZE
-    resnet_model = models.build_digits_resnet()
-    lstm_model = models.build_sequence_classifier(**lstm.factory_kwargs)
+    resnet_model = _loaded(models.build_digits_resnet(), resnet)
+    lstm_model = _loaded(models.build_sequence_classifier(**lstm.factory_kwargs), lstm)
     _export(
         args.repository,
         RESNET_NAME,
         resnet,
-        lambda: resnet_model,
+        resnet_model,
         ExportSpec.image(image_size, input_dtype="uint8", mean=models.IMAGENET_MEAN, std=models.IMAGENET_STD),
     )
-    _export(args.repository, LSTM_NAME, lstm, lambda: lstm_model, ExportSpec.sequence(8, 8))
-    resnet_model.load_state_dict(torch.load(resnet.checkpoint, weights_only=True))
-    lstm_model.load_state_dict(torch.load(lstm.checkpoint, weights_only=True))
+    _export(args.repository, LSTM_NAME, lstm, lstm_model, ExportSpec.sequence(8, 8))
 
     grey, labels = digits.heldout_grey_images()
     images = digits.load_image_split(image_size)
