@@ -1,17 +1,20 @@
-"""Prometheus metrics of the server (names `ortserve_*`; see docs/metrics.md). The registry is passed in."""
+"""Prometheus metrics of the server (names `ortserve_*`; see docs/metrics.md). The registry is passed in.
+
+The per-model numbers are plain integers and bucket lists, updated on the event loop thread and turned
+into metric families only when /metrics is scraped (a collector). prometheus_client's own Counter and
+Histogram take a lock and do several Python calls per update; with eleven updates per request that was
+a measurable share of a small model's request cost (docs/performance.md).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import (
-    GC_COLLECTOR,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-)
+from bisect import bisect_left
+from collections.abc import Iterator
+
+from prometheus_client import GC_COLLECTOR, CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.utils import floatToGoString
 
 MODEL_LABELS = ("model", "version")
 # Seconds; from 100 us (tiny models) to 30 s (long queues of big models).
@@ -36,105 +39,165 @@ LATENCY_BUCKETS = (
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
+PREFIX = "ortserve_"
+COUNTERS = {  # name -> help; ModelMetrics attribute = name without the prefix
+    "inference_request_success": "Inference requests answered successfully.",
+    "inference_count": "Inferences performed (batch rows, not requests).",
+    "inference_exec_count": "Model executions (batches run).",
+}
+FAILURE = (
+    "inference_request_failure",
+    "Inference requests that failed after the model was resolved, by reason.",
+)
+PENDING = ("inference_pending_request_count", "Requests received and not yet answered (queued or running).")
+READY = (
+    "model_ready",
+    "1 while the model version is ready, else 0; `provider` is the onnxruntime execution provider.",
+)
+HISTOGRAMS = {  # name -> help; the buckets are ModelMetrics'
+    "inference_request_duration_seconds": "End-to-end time of successful requests in the server.",
+    "inference_queue_duration_seconds": "Time successful requests waited in the scheduler queue.",
+    "inference_compute_input_duration_seconds": "Time to merge the inputs of the request's batch.",
+    "inference_compute_infer_duration_seconds": "onnxruntime run time of the request's batch.",
+    "inference_compute_output_duration_seconds": "Time to split the outputs of the request's batch.",
+    "inference_batch_size": "Rows per model execution (batch size formed by the batcher).",
+}
+
+
+class Buckets:
+    """One histogram series: a count per bucket (the last one is +Inf) and the sum of the values."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float, times: int = 1) -> None:
+        # bisect_left: a value equal to a bound belongs in that bound's bucket (Prometheus `le`).
+        self.counts[bisect_left(self.bounds, value)] += times
+        self.total += value * times
+
+    def cumulative(self) -> tuple[list[tuple[str, float]], float]:
+        """(le, cumulative count) pairs ending with +Inf, and the sum, for the exposition."""
+        counts, total = list(self.counts), self.total  # copy first: the event loop keeps observing
+        pairs, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), counts, strict=True):
+            running += count
+            pairs.append((floatToGoString(bound), running))
+        return pairs, total
+
+
+class ModelMetrics:
+    """The numbers of one model version. Updated on the event loop thread only, read when scraped."""
+
+    def __init__(self, model: str, version: str):
+        self.labels = (model, version)
+        self.inference_request_success = 0
+        self.inference_count = 0
+        self.inference_exec_count = 0
+        self.pending = 0
+        self.failures: dict[str, int] = {}
+        self.ready: dict[str, int] = {}
+        self.request_duration = Buckets(LATENCY_BUCKETS)
+        self.queue_duration = Buckets(LATENCY_BUCKETS)
+        self.compute_input_duration = Buckets(LATENCY_BUCKETS)
+        self.compute_infer_duration = Buckets(LATENCY_BUCKETS)
+        self.compute_output_duration = Buckets(LATENCY_BUCKETS)
+        self.batch_size = Buckets(BATCH_BUCKETS)
+        self.histograms = {
+            "inference_request_duration_seconds": self.request_duration,
+            "inference_queue_duration_seconds": self.queue_duration,
+            "inference_compute_input_duration_seconds": self.compute_input_duration,
+            "inference_compute_infer_duration_seconds": self.compute_infer_duration,
+            "inference_compute_output_duration_seconds": self.compute_output_duration,
+            "inference_batch_size": self.batch_size,
+        }
+
+    def request_succeeded(
+        self, rows: int, duration_s: float, queue_s: float, input_s: float, infer_s: float, output_s: float
+    ) -> None:
+        """One successful request of `rows` rows and its phase times."""
+        self.pending -= 1
+        self.inference_request_success += 1
+        self.inference_count += rows
+        self.request_duration.observe(duration_s)
+        self.queue_duration.observe(queue_s)
+        self.compute_input_duration.observe(input_s)
+        self.compute_infer_duration.observe(infer_s)
+        self.compute_output_duration.observe(output_s)
+
+    def failure(self, reason: str) -> None:
+        """Count one failed request."""
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+
+    def batch_executed(self, size: int) -> None:
+        """Count one model execution of `size` rows."""
+        self.inference_exec_count += 1
+        self.batch_size.observe(size)
+
+    def set_ready(self, provider: str, ready: bool) -> None:
+        """Mark the version (un)ready on the provider it runs on."""
+        self.ready[provider] = 1 if ready else 0
+
 
 class ServerMetrics:
-    """Every metric the server exports, registered on one registry (plus process/platform collectors)."""
+    """Every metric the server exports, on one registry (plus the process/platform/GC collectors)."""
 
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
+        self._models: dict[tuple[str, str], ModelMetrics] = {}
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         if GC_COLLECTOR is not None:
             GCCollector(registry=registry)
-        labels = MODEL_LABELS
-        self.success = Counter(
-            "ortserve_inference_request_success",
-            "Inference requests answered successfully.",
-            labels,
-            registry=registry,
-        )
-        self.failure = Counter(
-            "ortserve_inference_request_failure",
-            "Inference requests that failed after the model was resolved, by reason.",
-            (*labels, "reason"),
-            registry=registry,
-        )
-        self.inference_count = Counter(
-            "ortserve_inference_count",
-            "Inferences performed (batch rows, not requests).",
-            labels,
-            registry=registry,
-        )
-        self.exec_count = Counter(
-            "ortserve_inference_exec_count", "Model executions (batches run).", labels, registry=registry
-        )
-        self.pending = Gauge(
-            "ortserve_inference_pending_request_count",
-            "Requests received and not yet answered (queued or running).",
-            labels,
-            registry=registry,
-        )
-
-        def histogram(name: str, what: str, buckets=LATENCY_BUCKETS) -> Histogram:
-            return Histogram(name, what, labels, buckets=buckets, registry=registry)
-
-        self.request_duration = histogram(
-            "ortserve_inference_request_duration_seconds",
-            "End-to-end time of successful requests in the server.",
-        )
-        self.queue_duration = histogram(
-            "ortserve_inference_queue_duration_seconds",
-            "Time successful requests waited in the scheduler queue.",
-        )
-        self.compute_input_duration = histogram(
-            "ortserve_inference_compute_input_duration_seconds",
-            "Time to merge the inputs of the request's batch.",
-        )
-        self.compute_infer_duration = histogram(
-            "ortserve_inference_compute_infer_duration_seconds",
-            "onnxruntime run time of the request's batch.",
-        )
-        self.compute_output_duration = histogram(
-            "ortserve_inference_compute_output_duration_seconds",
-            "Time to split the outputs of the request's batch.",
-        )
-        self.batch_size = histogram(
-            "ortserve_inference_batch_size",
-            "Rows per model execution (batch size formed by the batcher).",
-            BATCH_BUCKETS,
-        )
-        self.model_ready = Gauge(
-            "ortserve_model_ready",
-            "1 while the model version is ready, else 0; `provider` is the onnxruntime execution provider.",
-            (*labels, "provider"),
-            registry=registry,
-        )
+        registry.register(_ModelCollector(self._models))
 
     def for_model(self, model: str, version: str) -> ModelMetrics:
-        """Children bound to one model version (label lookups stay off the hot path)."""
-        return ModelMetrics(self, model, version)
+        """The metrics of one model version (the same object again after a reload: series continue)."""
+        key = (model, version)
+        if key not in self._models:
+            self._models[key] = ModelMetrics(model, version)
+        return self._models[key]
 
 
-class ModelMetrics:
-    """The metrics of one model version."""
+class _ModelCollector:
+    """Turns every ModelMetrics into Prometheus families at scrape time (called from the HTTP thread)."""
 
-    def __init__(self, metrics: ServerMetrics, model: str, version: str):
-        self._metrics, self._labels = metrics, (model, version)
-        self.success = metrics.success.labels(model, version)
-        self.inference_count = metrics.inference_count.labels(model, version)
-        self.exec_count = metrics.exec_count.labels(model, version)
-        self.pending = metrics.pending.labels(model, version)
-        self.request_duration = metrics.request_duration.labels(model, version)
-        self.queue_duration = metrics.queue_duration.labels(model, version)
-        self.compute_input_duration = metrics.compute_input_duration.labels(model, version)
-        self.compute_infer_duration = metrics.compute_infer_duration.labels(model, version)
-        self.compute_output_duration = metrics.compute_output_duration.labels(model, version)
-        self.batch_size = metrics.batch_size.labels(model, version)
+    def __init__(self, models: dict[tuple[str, str], ModelMetrics]):
+        self._models = models
 
-    def failure(self, reason: str) -> None:
-        """Count one failed request."""
-        self._metrics.failure.labels(*self._labels, reason).inc()
+    def describe(self) -> list[Metric]:
+        return list(self._families([]))
 
-    def set_ready(self, provider: str, ready: bool) -> None:
-        """Mark the version (un)ready on the provider it runs on."""
-        self._metrics.model_ready.labels(*self._labels, provider).set(1 if ready else 0)
+    def collect(self) -> Iterator[Metric]:
+        return self._families(list(self._models.values()))
+
+    @staticmethod
+    def _families(models: list[ModelMetrics]) -> Iterator[Metric]:
+        for name, what in COUNTERS.items():
+            family = CounterMetricFamily(PREFIX + name, what, labels=MODEL_LABELS)
+            for model in models:
+                family.add_metric(model.labels, getattr(model, name))
+            yield family
+        family = CounterMetricFamily(PREFIX + FAILURE[0], FAILURE[1], labels=(*MODEL_LABELS, "reason"))
+        for model in models:
+            for reason, count in list(model.failures.items()):
+                family.add_metric((*model.labels, reason), count)
+        yield family
+        family = GaugeMetricFamily(PREFIX + PENDING[0], PENDING[1], labels=MODEL_LABELS)
+        for model in models:
+            family.add_metric(model.labels, model.pending)
+        yield family
+        for name, what in HISTOGRAMS.items():
+            family = HistogramMetricFamily(PREFIX + name, what, labels=MODEL_LABELS)
+            for model in models:
+                buckets, total = model.histograms[name].cumulative()
+                family.add_metric(model.labels, buckets, total)
+            yield family
+        family = GaugeMetricFamily(PREFIX + READY[0], READY[1], labels=(*MODEL_LABELS, "provider"))
+        for model in models:
+            for provider, ready in list(model.ready.items()):
+                family.add_metric((*model.labels, provider), ready)
+        yield family

@@ -81,11 +81,10 @@ class ModelRecorder:
         self.stats = ModelStats()
 
     def request_started(self) -> None:
-        self.metrics.pending.inc()
+        self.metrics.pending += 1
 
     def request_succeeded(self, result: Result, duration_ns: int, rows: int) -> None:
-        stats, metrics = self.stats, self.metrics
-        metrics.pending.dec()
+        stats = self.stats
         stats.success.add(duration_ns)
         stats.queue.add(result.queue_ns)
         stats.compute_input.add(result.compute_input_ns)
@@ -93,17 +92,18 @@ class ModelRecorder:
         stats.compute_output.add(result.compute_output_ns)
         stats.inference_count += rows
         stats.last_inference_ms = time.time_ns() // 1_000_000
-        metrics.success.inc()
-        metrics.inference_count.inc(rows)
-        metrics.request_duration.observe(duration_ns / 1e9)
-        metrics.queue_duration.observe(result.queue_ns / 1e9)
-        metrics.compute_input_duration.observe(result.compute_input_ns / 1e9)
-        metrics.compute_infer_duration.observe(result.compute_infer_ns / 1e9)
-        metrics.compute_output_duration.observe(result.compute_output_ns / 1e9)
+        self.metrics.request_succeeded(
+            rows,
+            duration_ns / 1e9,
+            result.queue_ns / 1e9,
+            result.compute_input_ns / 1e9,
+            result.compute_infer_ns / 1e9,
+            result.compute_output_ns / 1e9,
+        )
 
     def request_failed(self, reason: str, duration_ns: int, started: bool) -> None:
         if started:
-            self.metrics.pending.dec()
+            self.metrics.pending -= 1
         self.stats.fail.add(duration_ns)
         self.metrics.failure(reason)
 
@@ -116,5 +116,4 @@ class ModelRecorder:
         batch.compute_input.add(input_ns)
         batch.compute_infer.add(infer_ns)
         batch.compute_output.add(output_ns)
-        self.metrics.exec_count.inc()
-        self.metrics.batch_size.observe(size)
+        self.metrics.batch_executed(size)
