@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,11 @@ class ModelVersion:
     @property
     def max_batch_size(self) -> int:
         return self.config.max_batch_size
+
+    @functools.cached_property
+    def version_label(self) -> str:
+        """The version as the protocol spells it (a string)."""
+        return str(self.version)
 
     @classmethod
     def load(cls, model_dir: Path, version: int, base: model_config_pb2.ModelConfig, options: LoadOptions):

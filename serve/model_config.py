@@ -42,6 +42,11 @@ class TensorSpec:
     dtype: np.dtype
     optional: bool = False
 
+    @property
+    def batched_dims(self) -> tuple[int, ...]:
+        """The dims with the batch dimension in front (-1: any size)."""
+        return (-1, *self.dims)
+
 
 @dataclass(frozen=True)
 class OnnxTensor:

@@ -7,9 +7,11 @@ expected and what came.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,15 +24,14 @@ from .model_config import TensorSpec
 CLASSIFICATION = "classification"
 
 
-@dataclass(frozen=True)
-class RequestedOutput:
+class RequestedOutput(NamedTuple):
     """An output the client asked for; `classification` > 0 asks for top-k strings instead."""
 
     name: str
     classification: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DecodedRequest:
     """A checked request: numpy inputs, rows in its batch (1 when not batched), outputs to return."""
 
@@ -41,6 +42,10 @@ class DecodedRequest:
 
 def _shape(dims) -> str:
     return "[" + ", ".join(str(d) for d in dims) + "]"
+
+
+def _where(model: str, tensor: str) -> str:
+    return f"model '{model}': input '{tensor}'"
 
 
 def decode_request(
@@ -60,46 +65,69 @@ def decode_request(
     arrays: dict[str, np.ndarray] = {}
     rows, rows_from = 1, ""
     for index, tensor in enumerate(request.inputs):
-        where = f"model '{model}': input '{tensor.name}'"
-        spec = inputs.get(tensor.name)
+        name = tensor.name
+        spec = inputs.get(name)
         if spec is None:
             raise InvalidArgument(
-                f"model '{model}': unexpected input '{tensor.name}', expected one of {list(inputs)}"
+                f"model '{model}': unexpected input '{name}', expected one of {list(inputs)}"
             )
-        if tensor.name in arrays:
-            raise InvalidArgument(f"{where}: given more than once")
+        if name in arrays:
+            raise InvalidArgument(f"{_where(model, name)}: given more than once")
         if tensor.datatype != spec.datatype:
             raise InvalidArgument(
-                f"{where}: expected datatype {spec.datatype}, got {tensor.datatype or '(none)'}"
+                f"{_where(model, name)}: expected datatype {spec.datatype}, got {tensor.datatype or '(none)'}"
             )
         shape = tuple(tensor.shape)
-        _check_shape(where, spec, shape, max_batch_size)
+        _check_shape(model, spec, shape, max_batch_size)
         if max_batch_size > 0:
             if rows_from and shape[0] != rows:
                 raise InvalidArgument(
-                    f"{where}: batch size {shape[0]} differs from input '{rows_from}' batch size {rows}"
+                    f"{_where(model, name)}: batch size {shape[0]} differs from input '{rows_from}' "
+                    f"batch size {rows}"
                 )
-            rows, rows_from = shape[0], tensor.name
-        arrays[tensor.name] = _decode_data(where, spec, shape, tensor, raw[index] if raw else None)
-    missing = [name for name, spec in inputs.items() if name not in arrays and not spec.optional]
-    if missing:
-        raise InvalidArgument(
-            f"model '{model}': missing input '{missing[0]}', expected inputs {list(inputs)}"
-        )
+            rows, rows_from = shape[0], name
+        data = raw[index] if raw else None
+        if data is not None and spec.datatype != "BYTES" and not tensor.HasField("contents"):
+            # The common case (what every client sends), checked inline: no copy of the data.
+            if len(data) != math.prod(shape) * spec.dtype.itemsize:
+                _raw_size_error(_where(model, name), spec, shape, data)
+            arrays[name] = np.frombuffer(data, dtype=spec.dtype).reshape(shape)
+        else:
+            arrays[name] = _decode_data(_where(model, name), spec, shape, tensor, data)
+    if len(arrays) < len(inputs):
+        missing = [name for name, spec in inputs.items() if name not in arrays and not spec.optional]
+        if missing:
+            raise InvalidArgument(
+                f"model '{model}': missing input '{missing[0]}', expected inputs {list(inputs)}"
+            )
     return DecodedRequest(arrays, rows, _requested_outputs(model, outputs, request.outputs))
 
 
-def _check_shape(where: str, spec: TensorSpec, shape: tuple[int, ...], max_batch_size: int) -> None:
-    expected = ((-1,) if max_batch_size > 0 else ()) + spec.dims
-    if (
-        len(shape) != len(expected)
-        or any(d < 0 for d in shape)
-        or any(e != -1 and e != d for e, d in zip(expected, shape, strict=True))
-    ):
+def _check_shape(model: str, spec: TensorSpec, shape: tuple[int, ...], max_batch_size: int) -> None:
+    expected = spec.batched_dims if max_batch_size > 0 else spec.dims
+    fits = len(shape) == len(expected)
+    if fits:
+        for want, got in zip(expected, shape, strict=True):
+            if got < 0 or (want != -1 and want != got):
+                fits = False
+                break
+    if not fits:
         batch_note = " (first dimension is the batch)" if max_batch_size > 0 else ""
-        raise InvalidArgument(f"{where}: expected shape {_shape(expected)}{batch_note}, got {_shape(shape)}")
+        raise InvalidArgument(
+            f"{_where(model, spec.name)}: expected shape {_shape(expected)}{batch_note}, got {_shape(shape)}"
+        )
     if max_batch_size > 0 and not 1 <= shape[0] <= max_batch_size:
-        raise InvalidArgument(f"{where}: batch size {shape[0]} is outside 1..max_batch_size {max_batch_size}")
+        raise InvalidArgument(
+            f"{_where(model, spec.name)}: batch size {shape[0]} is outside 1..max_batch_size {max_batch_size}"
+        )
+
+
+def _raw_size_error(where: str, spec: TensorSpec, shape: tuple[int, ...], raw: bytes) -> None:
+    expected = math.prod(shape) * spec.dtype.itemsize
+    raise InvalidArgument(
+        f"{where}: expected {expected} bytes of raw contents for shape {_shape(shape)} of {spec.datatype}, "
+        f"got {len(raw)}"
+    )
 
 
 def _decode_data(
@@ -115,13 +143,8 @@ def _decode_data(
                 return _as_strings(where, deserialize_bytes_tensor(raw, count)).reshape(shape)
             except ValueError as exc:
                 raise InvalidArgument(f"{where}: {exc}") from None
-        expected = count * spec.dtype.itemsize
-        if len(raw) != expected:
-            raise InvalidArgument(
-                f"{where}: expected {expected} bytes of raw contents for shape {_shape(shape)} "
-                f"of {spec.datatype}, "
-                f"got {len(raw)}"
-            )
+        if len(raw) != count * spec.dtype.itemsize:
+            _raw_size_error(where, spec, shape, raw)
         return np.frombuffer(raw, dtype=spec.dtype).reshape(shape)
     field = CONTENTS_FIELD.get(spec.datatype)
     if field is None:
@@ -161,11 +184,17 @@ def _as_strings(where: str, items: np.ndarray) -> np.ndarray:
     return result
 
 
+@functools.lru_cache(maxsize=1024)
+def _all_outputs(names: tuple[str, ...]) -> tuple[RequestedOutput, ...]:
+    """What a request that names no outputs gets: every output, raw (the same tuple for every request)."""
+    return tuple(RequestedOutput(name) for name in names)
+
+
 def _requested_outputs(
     model: str, outputs: Mapping[str, TensorSpec], requested
 ) -> tuple[RequestedOutput, ...]:
     if not requested:
-        return tuple(RequestedOutput(name) for name in outputs)
+        return _all_outputs(tuple(outputs))
     result, seen = [], set()
     for tensor in requested:
         if tensor.name not in outputs:
