@@ -7,6 +7,11 @@ LSTM half its throughput at 8 in flight, with nothing gained for the ResNet, so 
 Only requests with the same key (non-batch shapes, dtypes, input names) share a batch; a batch never
 exceeds max_batch_size rows. Sessions run in a thread pool (one thread per instance) so onnxruntime
 works without the GIL while the event loop stays free.
+
+Quick models (one instance, batches under INLINE_INFER_S) run on the event loop instead: the hand-off to
+a thread would cost more than the run. On ortserve's IdleAwareEventLoop their queue is run when the loop
+has nothing else to do, so the requests that arrived while it was busy share one batch, and a lone
+request runs before the loop sleeps (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ class BatchPolicy:
     """Timeout action REJECT (True) or DELAY (False: an expired request still runs)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Pending:
     """One queued request."""
 
@@ -50,15 +55,14 @@ class Pending:
     rows: int
     key: tuple
     outputs: tuple[str, ...]
-    future: asyncio.Future | None
-    """None for a request answered at once by run_now()."""
+    future: asyncio.Future
     enqueued: float
     expires: float | None
     deadline: float | None
     queued_s: float = 0.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """What a request's future resolves to: its outputs and how long each phase took (ns)."""
 
@@ -96,6 +100,9 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=len(self._sessions), thread_name_prefix=f"ort-{name}")
         # Running average of onnxruntime's time per batch; starts high so the first batches use the pool.
         self._infer_s = INLINE_INFER_S * 4
+        # IdleAwareEventLoop.when_idle, or None on another loop (then the worker runs quick batches too).
+        self._when_idle = getattr(asyncio.get_running_loop(), "when_idle", None)
+        self._flush_scheduled = False
         self._workers = [asyncio.create_task(self._work(session)) for session in self._sessions]
 
     def _inline_ok(self) -> bool:
@@ -132,8 +139,24 @@ class Batcher:
             deadline,
         )
         self._queue.append(pending)
-        self._arrived.set()
+        if self._when_idle is not None and not self._running and self._inline_ok():
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._when_idle(self._flush)
+        else:
+            self._arrived.set()
         return pending.future
+
+    def _flush(self) -> None:
+        """The loop is about to wait: run what queued meanwhile, on the loop, batch after batch."""
+        self._flush_scheduled = False
+        session = self._sessions[0]
+        while self._queue and not self._running and self._inline_ok():
+            self._drop_stale()
+            if self._queue:
+                self._finish(self._take(), session)
+        if self._queue:
+            self._arrived.set()  # the model turned slow or a batch is running: the worker takes over
 
     async def close(self) -> None:
         """Refuse new requests, let queued and running ones finish, then stop the workers."""
@@ -206,60 +229,62 @@ class Batcher:
             pending.queued_s = taken - pending.enqueued
         return batch
 
-    def run_now(self, inputs: dict[str, np.ndarray], rows: int, outputs: Sequence[str]) -> Result | None:
-        """Answer a request at once on the event loop when nothing waits or runs and the model is quick.
-
-        Saves the future, the queue and two task switches per request; None means: submit() it.
-        """
-        if self._queue or self._running or self._closed or not self._inline_ok():
-            return None
-        pending = Pending(inputs, rows, (), tuple(outputs), None, 0.0, None, None)
-        self._running += 1
-        try:
-            (outputs_of_request,), timings = self._execute(self._sessions[0], [pending], list(outputs))
-        finally:
-            self._running -= 1
-        self._batch_done(rows, timings)
-        return Result(outputs_of_request, rows, 0, *timings)
-
     def _execute(self, session, batch: list[Pending], names: list[str]):
         """execute() on the calling thread (loop or worker); failures become InternalError."""
         try:
             return execute(session, batch, names, self.policy.max_batch_size > 0)
         except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
-            raise self._failure(batch, exc) from exc
+            raise self._failure(len(batch), exc) from exc
 
-    def _batch_done(self, rows: int, timings: tuple[int, int, int]) -> None:
-        """On the event loop: update the running time average and report the batch."""
-        self._infer_s = INFER_EWMA * timings[1] / 1e9 + (1 - INFER_EWMA) * self._infer_s
-        if self._on_batch is not None:
-            self._on_batch(rows, *timings)
-
-    def _failure(self, batch: list[Pending], exc: Exception) -> InternalError:
+    def _failure(self, requests: int, exc: Exception) -> InternalError:
         if isinstance(exc, InternalError):
             return exc
-        log.error("model %s: batch of %d requests failed", self.name, len(batch), exc_info=exc)
+        log.error("model %s: batch of %d requests failed", self.name, requests, exc_info=exc)
         return InternalError("internal error")
 
     async def _run(self, loop, session, batch: list[Pending]) -> None:
-        names = list(dict.fromkeys(name for pending in batch for name in pending.outputs))
-        try:
-            if self._inline_ok():
-                split, timings = self._execute(session, batch, names)
-            else:
-                split, timings = await loop.run_in_executor(
-                    self._executor, self._execute, session, batch, names
-                )
-        except InternalError as error:
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
+        if self._inline_ok():
+            self._finish(batch, session)
             return
+        names = _output_names(batch)
+        try:
+            split, timings = await loop.run_in_executor(self._executor, self._execute, session, batch, names)
+        except InternalError as error:
+            _fail(batch, error)
+            return
+        self._deliver(batch, split, timings)
+
+    def _finish(self, batch: list[Pending], session) -> None:
+        """Run a batch on the event loop and answer its requests."""
+        try:
+            split, timings = self._execute(session, batch, _output_names(batch))
+        except InternalError as error:
+            _fail(batch, error)
+            return
+        self._deliver(batch, split, timings)
+
+    def _deliver(self, batch: list[Pending], split: list[dict], timings: tuple[int, int, int]) -> None:
+        """On the event loop: answer each request of a batch that ran, then report the batch."""
         rows = sum(p.rows for p in batch)
-        self._batch_done(rows, timings)
         for pending, outputs in zip(batch, split, strict=True):
             if not pending.future.done():
                 pending.future.set_result(Result(outputs, rows, int(pending.queued_s * 1e9), *timings))
+        self._infer_s = INFER_EWMA * timings[1] / 1e9 + (1 - INFER_EWMA) * self._infer_s
+        if self._on_batch is not None:
+            try:
+                self._on_batch(rows, *timings)
+            except Exception:  # noqa: BLE001 - a reporting bug must not stop the scheduler
+                log.exception("model %s: recording a batch failed", self.name)
+
+
+def _output_names(batch: list[Pending]) -> list[str]:
+    return list(dict.fromkeys(name for pending in batch for name in pending.outputs))
+
+
+def _fail(batch: list[Pending], error: Exception) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)
 
 
 def execute(session, batch: list[Pending], names: list[str], batched: bool):
@@ -275,11 +300,7 @@ def execute(session, batch: list[Pending], names: list[str], batched: bool):
     if not batched:
         split = [dict(zip(names, arrays, strict=True))]
     else:
-        rows = sum(p.rows for p in batch)
-        for name, array in zip(names, arrays, strict=True):
-            if array.ndim == 0 or array.shape[0] != rows:
-                log.error("model output %r has shape %s for a batch of %d rows", name, array.shape, rows)
-                raise InternalError("internal error")
+        _check_rows(names, arrays, sum(p.rows for p in batch))
         split, offset = [], 0
         for pending in batch:
             stop = offset + pending.rows
@@ -287,3 +308,11 @@ def execute(session, batch: list[Pending], names: list[str], batched: bool):
             offset = stop
     end = time.perf_counter_ns()
     return split, (ran - start, done - ran, end - done)
+
+
+def _check_rows(names: Sequence[str], arrays: Sequence[np.ndarray], rows: int) -> None:
+    """A batched model must return one row per input row: anything else would mix up requests."""
+    for name, array in zip(names, arrays, strict=True):
+        if array.ndim == 0 or array.shape[0] != rows:
+            log.error("model output %r has shape %s for a batch of %d rows", name, array.shape, rows)
+            raise InternalError("internal error")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
@@ -30,10 +29,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # Imported here so that `--help` and settings errors stay fast.
+    from .idle_loop import run
     from .server import StartupError, serve
 
     try:
-        return asyncio.run(serve(settings, _announce))
+        return run(serve(settings, _announce))
     except StartupError as exc:
         sys.stderr.write(f"ortserve serve: error: {exc}\n")
         return 2

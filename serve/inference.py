@@ -25,26 +25,11 @@ async def infer(
         names = [o.name for o in decoded.outputs]
         recorder.request_started()
         started = True
-        result = model.batcher.run_now(decoded.inputs, decoded.rows, names)
-        if result is None:
-            result = await model.batcher.submit(decoded.inputs, decoded.rows, names, deadline)
+        result = await model.batcher.submit(decoded.inputs, decoded.rows, names, deadline)
         response = grpc_service_pb2.ModelInferResponse(
-            model_name=model.name, model_version=str(model.version), id=request.id
+            model_name=model.name, model_version=model.version_label, id=request.id
         )
-        batched = model.max_batch_size > 0
-        encode_outputs(
-            response,
-            [
-                (
-                    o.name,
-                    "BYTES",
-                    classify(result.outputs[o.name], o.classification, model.labels.get(o.name, ()), batched),
-                )
-                if o.classification
-                else (o.name, model.outputs[o.name].datatype, result.outputs[o.name])
-                for o in decoded.outputs
-            ],
-        )
+        encode_outputs(response, _outputs(model, decoded.outputs, result.outputs))
     except ServeError as exc:
         recorder.request_failed(exc.reason, time.perf_counter_ns() - start, started)
         raise
@@ -56,3 +41,14 @@ async def infer(
         raise
     recorder.request_succeeded(result, time.perf_counter_ns() - start, decoded.rows)
     return response
+
+
+def _outputs(model, requested, arrays):
+    """(name, datatype, array) of each requested output; classification turns an output into strings."""
+    specs, batched = model.outputs, model.max_batch_size > 0
+    return [
+        (o.name, "BYTES", classify(arrays[o.name], o.classification, model.labels.get(o.name, ()), batched))
+        if o.classification
+        else (o.name, specs[o.name].datatype, arrays[o.name])
+        for o in requested
+    ]

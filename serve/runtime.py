@@ -22,11 +22,12 @@ log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-# onnxruntime's worker threads spin while waiting for work. In a server they share the cores with the
-# gRPC threads and the event loop, yet turning spinning off gained nothing on 2 cores and cost the LSTM
-# 40% at 1 in flight (docs/performance.md), so onnxruntime's default stays; config `parameters
-# { key: "allow_spinning" value: { string_value: "0" } }` turns it off per model.
-DEFAULT_ALLOW_SPINNING = "1"
+# onnxruntime's worker threads spin while waiting for work by default. In a server they burn the cores
+# the gRPC threads and the event loop need: with spinning, batched LSTM runs cost 2x the CPU per request
+# at 8 in flight on 2 cores, while the ResNets ran as fast without it (docs/performance.md). So they
+# sleep when idle; config `parameters { key: "allow_spinning" value: { string_value: "1" } }` lets a
+# model's threads spin (a machine with cores to spare, latency first).
+DEFAULT_ALLOW_SPINNING = "0"
 Kind = model_config_pb2.ModelInstanceGroup.Kind
 
 GRAPH_LEVELS = {
