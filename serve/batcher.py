@@ -234,12 +234,12 @@ class Batcher:
         try:
             return execute(session, batch, names, self.policy.max_batch_size > 0)
         except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
-            raise self._failure(len(batch), exc) from exc
+            raise self._failure(batch, exc) from exc
 
-    def _failure(self, requests: int, exc: Exception) -> InternalError:
+    def _failure(self, batch: list[Pending], exc: Exception) -> InternalError:
         if isinstance(exc, InternalError):
             return exc
-        log.error("model %s: batch of %d requests failed", self.name, requests, exc_info=exc)
+        log.error("model %s: batch of %d requests failed", self.name, len(batch), exc_info=exc)
         return InternalError("internal error")
 
     async def _run(self, loop, session, batch: list[Pending]) -> None:
@@ -300,7 +300,11 @@ def execute(session, batch: list[Pending], names: list[str], batched: bool):
     if not batched:
         split = [dict(zip(names, arrays, strict=True))]
     else:
-        _check_rows(names, arrays, sum(p.rows for p in batch))
+        rows = sum(p.rows for p in batch)
+        for name, array in zip(names, arrays, strict=True):
+            if array.ndim == 0 or array.shape[0] != rows:
+                log.error("model output %r has shape %s for a batch of %d rows", name, array.shape, rows)
+                raise InternalError("internal error")
         split, offset = [], 0
         for pending in batch:
             stop = offset + pending.rows
@@ -308,11 +312,3 @@ def execute(session, batch: list[Pending], names: list[str], batched: bool):
             offset = stop
     end = time.perf_counter_ns()
     return split, (ran - start, done - ran, end - done)
-
-
-def _check_rows(names: Sequence[str], arrays: Sequence[np.ndarray], rows: int) -> None:
-    """A batched model must return one row per input row: anything else would mix up requests."""
-    for name, array in zip(names, arrays, strict=True):
-        if array.ndim == 0 or array.shape[0] != rows:
-            log.error("model output %r has shape %s for a batch of %d rows", name, array.shape, rows)
-            raise InternalError("internal error")

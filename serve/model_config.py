@@ -7,6 +7,7 @@ onnxruntime session. Every problem raises ModelLoadError with a reason that name
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ class TensorSpec:
     dtype: np.dtype
     optional: bool = False
 
-    @property
+    @functools.cached_property
     def batched_dims(self) -> tuple[int, ...]:
         """The dims with the batch dimension in front (-1: any size)."""
         return (-1, *self.dims)
