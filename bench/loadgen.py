@@ -194,7 +194,9 @@ class LoadGenerator:
             probe.start()
         await asyncio.sleep(max(0.0, end - time.perf_counter()))
         cpu = time.process_time() - cpu_start
-        return cpu, (probe.stop() if probe is not None else {})
+        server = probe.stop() if probe is not None else {}
+        # The probe's poller thread runs in this process; its CPU is the harness's, not the client's.
+        return cpu - server.get("monitor_cpu_s", 0.0), server
 
     async def closed_loop(
         self,
