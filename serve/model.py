@@ -5,13 +5,15 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ortserve.protos import model_config_pb2
 
 from . import runtime
-from .batcher import Batcher, BatchPolicy
+from .batcher import INLINE_INFER_S, Batcher, BatchPolicy
 from .classification import read_labels
 from .errors import ModelLoadError
 from .model_config import OnnxTensor, TensorSpec, complete_io, tensor_specs
@@ -43,6 +45,8 @@ class ModelVersion:
     outputs: dict[str, TensorSpec]
     labels: dict[str, list[str]] = field(default_factory=dict)
     warmup_notes: list[str] = field(default_factory=list)
+    spinning: str = "0"
+    """How onnxruntime's threads wait: "0", "1" or runtime.SPIN_IN_RUNS (config allow_spinning, or chosen)."""
     batcher: Batcher | None = None
     recorder: ModelRecorder | None = None
 
@@ -65,7 +69,9 @@ class ModelVersion:
         if not model_path.is_file():
             raise ModelLoadError(f"{where}: no model file {version}/{config.default_model_filename}")
         specs = runtime.instance_specs(config)
-        session_options = runtime.session_options(config, version_dir)
+        choice = runtime.spinning_choice(config)
+        spinning = choice if choice != "auto" else (runtime.SPIN_IN_RUNS if len(specs) == 1 else "0")
+        session_options = runtime.session_options(config, version_dir, spinning)
         sessions = [runtime.create_session(model_path, specs[0], session_options, config.name)]
         complete_io(
             config,
@@ -98,8 +104,16 @@ class ModelVersion:
             tensor_specs(config.input),
             tensor_specs(config.output),
             labels,
+            spinning=spinning,
         )
-        model.warm_up()
+        first_run_s = model.warm_up()
+        if spinning == runtime.SPIN_IN_RUNS and choice == "auto" and first_run_s < INLINE_INFER_S:
+            # A quick model runs on the event loop; spinning threads would take the loop's cores.
+            log.info("%s: %.2f ms a run: onnxruntime threads will not spin", where, first_run_s * 1e3)
+            quiet = runtime.session_options(config, version_dir, "0")
+            model.sessions = [runtime.create_session(model_path, spec, quiet, config.name) for spec in specs]
+            model.spinning = "0"
+            model.warm_up()
         return model
 
     def warmup_batch_sizes(self) -> list[int | None]:
@@ -111,14 +125,21 @@ class ModelVersion:
             sizes.update(self.config.dynamic_batching.preferred_batch_size)
         return sorted(sizes)
 
-    def warm_up(self) -> None:
-        """Run each session once per warm-up batch size; shapes that cannot be formed are noted."""
+    def warm_up(self) -> float:
+        """Run each session once per warm-up batch size (the first size twice); shapes that cannot be formed
+        are noted. Returns the seconds of the second run at the first size (inf when it could not run)."""
         variable = any(dim < 0 for spec in self.inputs.values() for dim in spec.dims)
-        for size in self.warmup_batch_sizes():
+        first_run_s = math.inf
+        self.warmup_notes.clear()
+        for index, size in enumerate(self.warmup_batch_sizes()):
             feeds = runtime.warmup_feeds(self.inputs, size)
             for session in self.sessions:
                 try:
                     session.run(None, feeds)
+                    if index == 0 and session is self.sessions[0]:
+                        started = time.perf_counter()
+                        session.run(None, feeds)
+                        first_run_s = time.perf_counter() - started
                 except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
                     if not variable:
                         raise ModelLoadError(
@@ -131,6 +152,7 @@ class ModelVersion:
                     log.warning("model %s version %d: %s: %s", self.name, self.version, note, exc)
                     self.warmup_notes.append(note)
                     break
+        return first_run_s
 
     def start(self, recorder: ModelRecorder) -> None:
         """Create the scheduler (inside the running event loop)."""

@@ -22,12 +22,15 @@ log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-# onnxruntime's worker threads spin while waiting for work by default. In a server they burn the cores
-# the gRPC threads and the event loop need: with spinning, batched LSTM runs cost 2x the CPU per request
-# at 8 in flight on 2 cores, while the ResNets ran as fast without it (docs/performance.md). So they
-# sleep when idle; config `parameters { key: "allow_spinning" value: { string_value: "1" } }` lets a
-# model's threads spin (a machine with cores to spare, latency first).
-DEFAULT_ALLOW_SPINNING = "0"
+# How onnxruntime's intra-op threads wait for work (config parameter `allow_spinning`):
+# - "auto" (the default): a slow model spins only inside a run (the gaps between parallel sections are
+#   microseconds: sleeping there cost ResNet-18 ~1 ms a run at batch 1) and sleeps between runs; a quick
+#   model (batch 1 under the batcher's inline limit) never spins: its batches run on the event loop, and
+#   spinning threads burned the cores the loop and gRPC needed (2x the CPU per request for the LSTM at 8 in
+#   flight on 2 cores). See docs/performance.md.
+# - "1": onnxruntime's own default (spin inside runs and for a while after them); "0": never spin.
+SPINNING_CHOICES = ("auto", "0", "1")
+SPIN_IN_RUNS = "in_runs"  # what "auto" gives a slow model
 Kind = model_config_pb2.ModelInstanceGroup.Kind
 
 GRAPH_LEVELS = {
@@ -92,8 +95,23 @@ def instance_specs(config: model_config_pb2.ModelConfig) -> list[InstanceSpec]:
     return specs
 
 
-def session_options(config: model_config_pb2.ModelConfig, version_dir: Path) -> ort.SessionOptions:
-    """SessionOptions from config `parameters` (and optimization.graph.level)."""
+def spinning_choice(config: model_config_pb2.ModelConfig) -> str:
+    """The config's `allow_spinning` parameter: "auto" (absent), "0" or "1"; anything else is refused."""
+    parameter = config.parameters.get("allow_spinning")
+    choice = parameter.string_value if parameter is not None else "auto"
+    if choice not in SPINNING_CHOICES:
+        raise ModelLoadError(
+            f"model '{config.name}': allow_spinning must be one of {', '.join(SPINNING_CHOICES)}, "
+            f"got '{choice}'"
+        )
+    return choice
+
+
+def session_options(
+    config: model_config_pb2.ModelConfig, version_dir: Path, spinning: str = SPIN_IN_RUNS
+) -> ort.SessionOptions:
+    """SessionOptions from config `parameters` (and optimization.graph.level); `spinning` "0", "1" or
+    SPIN_IN_RUNS (spin inside a run, stop when it ends)."""
     params = {key: value.string_value for key, value in config.parameters.items()}
     options = ort.SessionOptions()
     try:
@@ -106,11 +124,11 @@ def session_options(config: model_config_pb2.ModelConfig, version_dir: Path) -> 
         raise ModelLoadError(
             f"model '{config.name}': thread count parameter is not an integer: {exc}"
         ) from None
-    spinning = params.get("allow_spinning", DEFAULT_ALLOW_SPINNING)
-    if spinning not in ("0", "1"):
-        raise ModelLoadError(f"model '{config.name}': allow_spinning must be '0' or '1', got '{spinning}'")
-    options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-    options.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+    allow = "0" if spinning == "0" else "1"
+    options.add_session_config_entry("session.intra_op.allow_spinning", allow)
+    options.add_session_config_entry("session.inter_op.allow_spinning", allow)
+    if spinning == SPIN_IN_RUNS:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     level = params.get("graph_optimization_level")
     if level is None and config.optimization.HasField("graph"):
         level = str(config.optimization.graph.level)

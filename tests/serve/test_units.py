@@ -28,6 +28,7 @@ from ortserve.serve.metrics import ServerMetrics
 from ortserve.serve.model import LoadOptions
 from ortserve.serve.model_config import OnnxTensor, TensorSpec, complete_io, read_config
 from ortserve.serve.repository import ModelRepository, check_model_name, select_versions
+from ortserve.serve.runtime import SPIN_IN_RUNS
 from ortserve.serve.tensors import decode_request
 
 
@@ -273,6 +274,28 @@ def test_repository_loads_resolves_and_isolates_failures(tmp_path):
         states = {(row.name, row.version): row.state for row in repo.index()}
         assert states == {("bad", "1"): "UNAVAILABLE", ("good", "1"): "READY"}
         assert not repo.is_ready()
+        await repo.unload_all()
+
+    asyncio.run(main())
+
+
+def test_onnxruntime_threads_spin_only_inside_runs_of_slow_models(tmp_path):
+    spin = 'parameters { key: "allow_spinning" value: { string_value: "1" } }'
+    models.write_model(tmp_path, "slow", models.slow())
+    models.write_model(tmp_path, "quick", models.linear_classifier())
+    models.write_model(tmp_path, "told", models.linear_classifier(), spin)
+    models.write_model(tmp_path, "bad", models.linear_classifier(), spin.replace('"1"', '"yes"'))
+
+    async def main():
+        repo = ModelRepository(tmp_path, ServerMetrics(CollectorRegistry()), LoadOptions(), lambda: None)
+        for name in ("slow", "quick", "told"):
+            await repo.load(name)
+        assert repo.resolve("slow").spinning == SPIN_IN_RUNS
+        # A quick model runs on the event loop: its threads never spin.
+        assert repo.resolve("quick").spinning == "0"
+        assert repo.resolve("told").spinning == "1"
+        with pytest.raises(ModelLoadError, match="allow_spinning must be one of auto, 0, 1, got 'yes'"):
+            await repo.load("bad")
         await repo.unload_all()
 
     asyncio.run(main())
