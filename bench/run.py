@@ -282,35 +282,51 @@ async def _cell(
     return record
 
 
-async def run_model(
-    model: models.OnnxModel, servers: list[contenders.Contender], options: Options
+async def run_group(
+    group: list[models.OnnxModel], servers: list[contenders.Contender], options: Options
 ) -> tuple[list, dict]:
-    """Every round: raw onnxruntime, then each concurrency cell with the contenders in rotated order."""
-    request = loadgen.build_request(
-        loadgen.RequestSpec(model.spec.name, model.input_name, model.spec.sample(1, options.image_size))
-    )
+    """Models of one architecture (uint8 and float32 inputs) measured side by side, so their ratio holds
+    on a drifting machine: every round, raw onnxruntime for each; then per concurrency each model's cell
+    with the contenders in rotated order (the models' order rotated too); then the open-loop cells."""
+    requests = {
+        model.spec.name: loadgen.build_request(
+            loadgen.RequestSpec(model.spec.name, model.input_name, model.spec.sample(1, options.image_size))
+        )
+        for model in group
+    }
     records: list[dict] = []
-    raw_state: dict = {}
-    open_rate: float | None = None
+    raw_state: dict[str, dict] = {model.spec.name: {} for model in group}
+    open_rate: dict[str, float | None] = {}
     for round_index in range(options.rounds):
-        records += raw_records(model, options, raw_state, round_index)
+        for model in group:
+            records += raw_records(model, options, raw_state[model.spec.name], round_index)
         for cell_index, concurrency in enumerate(options.concurrency):
-            active = [c for c in servers if not c.failed]
-            for position, contender in enumerate(rotate(active, round_index + cell_index)):
-                where = {"model": model.spec.name, "round": round_index, "position": position}
-                records.append(await _cell(contender, request, options, where, concurrency))
+            for model in rotate(group, round_index):
+                active = [c for c in servers if not c.failed]
+                for position, contender in enumerate(rotate(active, round_index + cell_index)):
+                    where = {"model": model.spec.name, "round": round_index, "position": position}
+                    request = requests[model.spec.name]
+                    records.append(await _cell(contender, request, options, where, concurrency))
         if options.open_loop_fraction <= 0:
             continue
-        if open_rate is None:
-            # The same rate for every contender: a fraction of ortserve's best closed-loop rate (round 0).
-            peak = [r["throughput_rps"] for r in records if r["contender"] == "ortserve_batching"]
-            open_rate = options.open_loop_fraction * max(peak) if peak else None
-        if open_rate:
-            active = [c for c in servers if not c.failed]
-            for position, contender in enumerate(rotate(active, round_index)):
-                where = {"model": model.spec.name, "round": round_index, "position": position}
-                records.append(await _cell(contender, request, options, where, None, rate=open_rate))
-    return records, raw_state.get("sweep", {})
+        for model in group:
+            name = model.spec.name
+            if name not in open_rate:
+                # The same rate for every contender: a fraction of ortserve's best closed-loop rate (round 0).
+                peak = [
+                    r["throughput_rps"]
+                    for r in records
+                    if r["model"] == name and r["contender"] == "ortserve_batching"
+                ]
+                open_rate[name] = options.open_loop_fraction * max(peak) if peak else None
+            if open_rate[name]:
+                active = [c for c in servers if not c.failed]
+                for position, contender in enumerate(rotate(active, round_index)):
+                    where = {"model": name, "round": round_index, "position": position}
+                    records.append(
+                        await _cell(contender, requests[name], options, where, None, rate=open_rate[name])
+                    )
+    return records, {name: state.get("sweep", {}) for name, state in raw_state.items()}
 
 
 def estimated_seconds(options: Options) -> float:
@@ -363,10 +379,13 @@ async def run(options: Options) -> dict:
     servers = contenders.build(options, exported, workdir)
     try:
         await contenders.start(servers, exported, options)
+        groups: dict[str, list[models.OnnxModel]] = {}
         for model in exported:
-            records, sweep = await run_model(model, servers, options)
+            groups.setdefault(model.spec.arch, []).append(model)
+        for group in groups.values():
+            records, sweeps = await run_group(group, servers, options)
             results["records"] += records
-            results["raw_sweep"][model.spec.name] = sweep
+            results["raw_sweep"].update(sweeps)
     finally:
         for contender in servers:
             contender.server.stop()
