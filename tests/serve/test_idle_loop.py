@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 import numpy as np
 import onnx_models as models
 import onnxruntime as ort
 
 from ortserve.serve.batcher import Batcher, BatchPolicy
-from ortserve.serve.idle_loop import IdleAwareEventLoop, run
+from ortserve.serve.idle_loop import POSTPONE_WHILE_IO_READY, IdleAwareEventLoop, run
 
 
 def test_idle_callbacks_run_once_before_the_loop_waits():
@@ -26,6 +27,36 @@ def test_idle_callbacks_run_once_before_the_loop_waits():
 
     assert run(main()) == 7
     assert events == ["ready", "idle", "slept"]
+
+
+def test_idle_work_lets_ready_io_go_first_a_bounded_number_of_turns():
+    events = []
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        drained = loop.create_future()
+
+        def on_readable():  # one byte per turn, so I/O stays ready for six turns
+            events.append("io")
+            reader.recv(1)
+            if events.count("io") == 6:
+                drained.set_result(None)
+
+        loop.add_reader(reader.fileno(), on_readable)
+        writer.send(b"x" * 6)
+        loop.when_idle(lambda: events.append("idle"))
+        await asyncio.wait_for(drained, 5)
+        loop.remove_reader(reader.fileno())
+
+    try:
+        run(main())
+    finally:
+        reader.close()
+        writer.close()
+    # Postponed while I/O was ready, but only POSTPONE_WHILE_IO_READY turns: the idle work is never starved.
+    assert events[: POSTPONE_WHILE_IO_READY + 2] == ["io"] * POSTPONE_WHILE_IO_READY + ["idle", "io"]
 
 
 def test_a_failing_idle_callback_is_logged_and_the_loop_goes_on(caplog):
