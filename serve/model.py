@@ -107,12 +107,20 @@ class ModelVersion:
             spinning=spinning,
         )
         first_run_s = model.warm_up()
-        if spinning == runtime.SPIN_IN_RUNS and choice == "auto" and first_run_s < INLINE_INFER_S:
-            # A quick model runs on the event loop; spinning threads would take the loop's cores.
-            log.info("%s: %.2f ms a run: onnxruntime threads will not spin", where, first_run_s * 1e3)
-            quiet = runtime.session_options(config, version_dir, "0")
-            model.sessions = [runtime.create_session(model_path, spec, quiet, config.name) for spec in specs]
-            model.spinning = "0"
+        threads_given = "intra_op_thread_count" in config.parameters
+        if first_run_s < INLINE_INFER_S and (spinning == runtime.SPIN_IN_RUNS or not threads_given):
+            # A quick model's batches run on the event loop: waking or spinning pool threads costs more
+            # than they save, and takes the cores the loop and gRPC need (docs/performance.md).
+            model.spinning = "0" if spinning == runtime.SPIN_IN_RUNS else spinning
+            quick = runtime.session_options(config, version_dir, model.spinning, quick=True)
+            log.info(
+                "%s: %.2f ms a run, a quick model: %s intra-op thread(s), spinning %s",
+                where,
+                first_run_s * 1e3,
+                quick.intra_op_num_threads or "onnxruntime's default",
+                model.spinning,
+            )
+            model.sessions = [runtime.create_session(model_path, spec, quick, config.name) for spec in specs]
             model.warm_up()
         return model
 

@@ -29,6 +29,8 @@ CUDA = "CUDAExecutionProvider"
 #   spinning threads burned the cores the loop and gRPC needed (2x the CPU per request for the LSTM at 8 in
 #   flight on 2 cores). See docs/performance.md.
 # - "1": onnxruntime's own default (spin inside runs and for a while after them); "0": never spin.
+# A quick model also gets 1 intra-op thread unless `intra_op_thread_count` says otherwise: its batches of a
+# few rows ran slower and cost more CPU on two threads than on one (LSTM at 32 in flight on 2 cores).
 SPINNING_CHOICES = ("auto", "0", "1")
 SPIN_IN_RUNS = "in_runs"  # what "auto" gives a slow model
 Kind = model_config_pb2.ModelInstanceGroup.Kind
@@ -108,15 +110,18 @@ def spinning_choice(config: model_config_pb2.ModelConfig) -> str:
 
 
 def session_options(
-    config: model_config_pb2.ModelConfig, version_dir: Path, spinning: str = SPIN_IN_RUNS
+    config: model_config_pb2.ModelConfig, version_dir: Path, spinning: str = SPIN_IN_RUNS, quick: bool = False
 ) -> ort.SessionOptions:
     """SessionOptions from config `parameters` (and optimization.graph.level); `spinning` "0", "1" or
-    SPIN_IN_RUNS (spin inside a run, stop when it ends)."""
+    SPIN_IN_RUNS (spin inside a run, stop when it ends). A quick model without `intra_op_thread_count`
+    gets 1 intra-op thread; others get onnxruntime's default (one per physical core)."""
     params = {key: value.string_value for key, value in config.parameters.items()}
     options = ort.SessionOptions()
     try:
         if "intra_op_thread_count" in params:
             options.intra_op_num_threads = int(params["intra_op_thread_count"])
+        elif quick:
+            options.intra_op_num_threads = 1
         if "inter_op_thread_count" in params:
             options.inter_op_num_threads = int(params["inter_op_thread_count"])
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL

@@ -279,21 +279,30 @@ def test_repository_loads_resolves_and_isolates_failures(tmp_path):
     asyncio.run(main())
 
 
-def test_onnxruntime_threads_spin_only_inside_runs_of_slow_models(tmp_path):
+def _threads(model) -> int:
+    return model.sessions[0].get_session_options().intra_op_num_threads
+
+
+def test_slow_models_spin_inside_runs_and_quick_models_run_on_one_quiet_thread(tmp_path):
     spin = 'parameters { key: "allow_spinning" value: { string_value: "1" } }'
     models.write_model(tmp_path, "slow", models.slow())
     models.write_model(tmp_path, "quick", models.linear_classifier())
     models.write_model(tmp_path, "told", models.linear_classifier(), spin)
     models.write_model(tmp_path, "bad", models.linear_classifier(), spin.replace('"1"', '"yes"'))
+    two = 'parameters { key: "intra_op_thread_count" value: { string_value: "2" } }'
+    models.write_model(tmp_path, "two", models.linear_classifier(), two)
 
     async def main():
         repo = ModelRepository(tmp_path, ServerMetrics(CollectorRegistry()), LoadOptions(), lambda: None)
-        for name in ("slow", "quick", "told"):
+        for name in ("slow", "quick", "told", "two"):
             await repo.load(name)
         assert repo.resolve("slow").spinning == SPIN_IN_RUNS
-        # A quick model runs on the event loop: its threads never spin.
+        # A quick model runs on the event loop: its threads never spin, and one is enough unless told.
         assert repo.resolve("quick").spinning == "0"
-        assert repo.resolve("told").spinning == "1"
+        assert _threads(repo.resolve("quick")) == 1
+        assert repo.resolve("told").spinning == "1" and _threads(repo.resolve("told")) == 1
+        assert repo.resolve("two").spinning == "0" and _threads(repo.resolve("two")) == 2
+        assert _threads(repo.resolve("slow")) == 0  # onnxruntime's default: one per physical core
         with pytest.raises(ModelLoadError, match="allow_spinning must be one of auto, 0, 1, got 'yes'"):
             await repo.load("bad")
         await repo.unload_all()
