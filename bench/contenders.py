@@ -44,7 +44,7 @@ def build(options: Options, exported: list[models.OnnxModel], workdir: Path) -> 
         if name.startswith("ortserve"):
             enabled = name == "ortserve_batching"
             repository = models.write_ortserve_repository(
-                workdir / name, exported, options.batching, enabled, options.intra_op_threads
+                workdir / name, exported, options.batching, enabled, options.ortserve_intra_op_threads
             )
             command = [python, "-m", "ortserve.serve", "--model-repository", str(repository)]
             command += ["--grpc-address", "127.0.0.1", "--grpc-port", "0"]

@@ -136,9 +136,10 @@ class BatchingSettings:
 
 
 def ortserve_config(
-    model: OnnxModel, batching: BatchingSettings, enabled: bool, intra_op_threads: int
+    model: OnnxModel, batching: BatchingSettings, enabled: bool, intra_op_threads: int | None
 ) -> str:
-    """The exporter's config.pbtxt with the benchmark's batching and threads; off = no dynamic_batching.
+    """The exporter's config.pbtxt with the benchmark's batching; off = no dynamic_batching. The thread
+    count is ortserve's own default unless `intra_op_threads` is given.
 
     max_batch_size stays explicit either way: without it ortserve would turn batching on by itself.
     """
@@ -152,12 +153,17 @@ def ortserve_config(
         config.dynamic_batching.max_queue_delay_microseconds = batching.max_delay_us
     config.ClearField("instance_group")
     config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
-    config.parameters["intra_op_thread_count"].string_value = str(intra_op_threads)
+    if intra_op_threads is not None:
+        config.parameters["intra_op_thread_count"].string_value = str(intra_op_threads)
     return text_format.MessageToString(config)
 
 
 def write_ortserve_repository(
-    root: Path, models: list[OnnxModel], batching: BatchingSettings, enabled: bool, intra_op_threads: int
+    root: Path,
+    models: list[OnnxModel],
+    batching: BatchingSettings,
+    enabled: bool,
+    intra_op_threads: int | None,
 ) -> Path:
     """A Triton-layout repository: NAME/config.pbtxt and NAME/1/model.onnx (hard links to the export)."""
     for model in models:

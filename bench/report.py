@@ -231,7 +231,8 @@ def markdown(results: dict) -> str:
         f"- software: {', '.join(f'{k} {v}' for k, v in machine['versions'].items())}",
         f"- method: {config['rounds']} round(s), contenders interleaved per cell; "
         f"warm-up {config['warmup_s']} s, window {config['window_s']} s; image size {config['image_size']}; "
-        f"intra-op threads {config['intra_op_threads']}; "
+        f"intra-op threads {config['intra_op_threads']} (ortserve: "
+        f"{config.get('ortserve_intra_op_threads') or 'its default'}); "
         f"batching: max batch {config['batching']['max_batch_size']}, "
         f"delay {config['batching']['max_delay_us']} us; "
         f"MLServer parallel_workers {config['mlserver_parallel_workers']}",

@@ -63,6 +63,7 @@ class Options:
     out: Path
     image_size: int
     intra_op_threads: int
+    ortserve_intra_op_threads: int | None
     with_mlserver: bool
     mlserver_parallel_workers: int
     open_loop_fraction: float
@@ -95,7 +96,18 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--window", type=float, help="measured seconds per cell (full 10, quick 2)")
     parser.add_argument("--out", type=Path, help="output folder (bench/results, quick: bench/results/quick)")
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--intra-op-threads", type=int, default=os.cpu_count() or 1, help="every contender")
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="raw onnxruntime and MLServer (default: all cores)",
+    )
+    parser.add_argument(
+        "--ortserve-intra-op-threads",
+        type=int,
+        help="ortserve's intra_op_thread_count (default: unset, i.e. ortserve's default: onnxruntime's "
+        "for slow models, 1 for quick ones)",
+    )
     parser.add_argument(
         "--with-mlserver",
         action="store_true",
@@ -143,6 +155,7 @@ def parse_args(argv: list[str] | None) -> Options:
         out=args.out or (BENCH_DIR / "results" / ("quick" if quick else "")),
         image_size=args.image_size,
         intra_op_threads=args.intra_op_threads,
+        ortserve_intra_op_threads=args.ortserve_intra_op_threads,
         with_mlserver=with_mlserver,
         mlserver_parallel_workers=args.mlserver_parallel_workers,
         open_loop_fraction=args.open_loop_fraction
