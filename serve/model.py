@@ -107,10 +107,11 @@ class ModelVersion:
             spinning=spinning,
         )
         first_run_s = model.warm_up()
-        threads_given = "intra_op_thread_count" in config.parameters
-        if first_run_s < INLINE_INFER_S and (spinning == runtime.SPIN_IN_RUNS or not threads_given):
-            # A quick model's batches run on the event loop: waking or spinning pool threads costs more
-            # than they save, and takes the cores the loop and gRPC need (docs/performance.md).
+        adjustable = spinning == runtime.SPIN_IN_RUNS or "intra_op_thread_count" not in config.parameters
+        on_cpu = all(spec.provider == runtime.CPU for spec in specs)
+        if on_cpu and adjustable and first_run_s < INLINE_INFER_S:
+            # A quick model's batches are a few rows: waking or spinning pool threads costs more than they
+            # save, and takes the cores the event loop and gRPC need (docs/performance.md).
             model.spinning = "0" if spinning == runtime.SPIN_IN_RUNS else spinning
             quick = runtime.session_options(config, version_dir, model.spinning, quick=True)
             log.info(
