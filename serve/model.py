@@ -21,6 +21,9 @@ from .statistics import ModelRecorder
 
 log = logging.getLogger(__name__)
 PROVIDER_PARAMETER = "execution_provider"
+# Below this a batch-1 run is too short for a second intra-op thread to repay its wake-up (the LSTM: 0.1 ms,
+# its 2-3-row batches ran faster on one); a small ResNet at 1.7 ms ran at half speed on one thread.
+ONE_THREAD_RUN_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -107,13 +110,13 @@ class ModelVersion:
             spinning=spinning,
         )
         first_run_s = model.warm_up()
-        adjustable = spinning == runtime.SPIN_IN_RUNS or "intra_op_thread_count" not in config.parameters
+        one_thread = first_run_s < ONE_THREAD_RUN_S and "intra_op_thread_count" not in config.parameters
         on_cpu = all(spec.provider == runtime.CPU for spec in specs)
-        if on_cpu and adjustable and first_run_s < INLINE_INFER_S:
-            # A quick model's batches are a few rows: waking or spinning pool threads costs more than they
-            # save, and takes the cores the event loop and gRPC need (docs/performance.md).
+        if on_cpu and first_run_s < INLINE_INFER_S and (spinning == runtime.SPIN_IN_RUNS or one_thread):
+            # A quick model's batches are a few rows: spinning pool threads take the cores the event loop
+            # and gRPC need, and for a tiny one waking a second thread costs more than it saves.
             model.spinning = "0" if spinning == runtime.SPIN_IN_RUNS else spinning
-            quick = runtime.session_options(config, version_dir, model.spinning, quick=True)
+            quick = runtime.session_options(config, version_dir, model.spinning, one_thread=one_thread)
             log.info(
                 "%s: %.2f ms a run, a quick model: %s intra-op thread(s), spinning %s",
                 where,

@@ -29,8 +29,8 @@ CUDA = "CUDAExecutionProvider"
 #   spinning threads burned the cores the loop and gRPC needed (2x the CPU per request for the LSTM at 8 in
 #   flight on 2 cores). See docs/performance.md.
 # - "1": onnxruntime's own default (spin inside runs and for a while after them); "0": never spin.
-# A quick model also gets 1 intra-op thread unless `intra_op_thread_count` says otherwise: its batches of a
-# few rows ran slower and cost more CPU on two threads than on one (LSTM at 32 in flight on 2 cores).
+# A tiny model (batch 1 under 0.5 ms) also gets 1 intra-op thread unless `intra_op_thread_count` says
+# otherwise: its batches of a few rows ran slower and cost more CPU on two threads than on one (the LSTM).
 SPINNING_CHOICES = ("auto", "0", "1")
 SPIN_IN_RUNS = "in_runs"  # what "auto" gives a slow model
 Kind = model_config_pb2.ModelInstanceGroup.Kind
@@ -110,17 +110,20 @@ def spinning_choice(config: model_config_pb2.ModelConfig) -> str:
 
 
 def session_options(
-    config: model_config_pb2.ModelConfig, version_dir: Path, spinning: str = SPIN_IN_RUNS, quick: bool = False
+    config: model_config_pb2.ModelConfig,
+    version_dir: Path,
+    spinning: str = SPIN_IN_RUNS,
+    one_thread: bool = False,
 ) -> ort.SessionOptions:
     """SessionOptions from config `parameters` (and optimization.graph.level); `spinning` "0", "1" or
-    SPIN_IN_RUNS (spin inside a run, stop when it ends). A quick model without `intra_op_thread_count`
-    gets 1 intra-op thread; others get onnxruntime's default (one per physical core)."""
+    SPIN_IN_RUNS (spin inside a run, stop when it ends). Without `intra_op_thread_count`: 1 intra-op thread
+    when `one_thread`, else onnxruntime's default (one per physical core)."""
     params = {key: value.string_value for key, value in config.parameters.items()}
     options = ort.SessionOptions()
     try:
         if "intra_op_thread_count" in params:
             options.intra_op_num_threads = int(params["intra_op_thread_count"])
-        elif quick:
+        elif one_thread:
             options.intra_op_num_threads = 1
         if "inter_op_thread_count" in params:
             options.inter_op_num_threads = int(params["inter_op_thread_count"])
