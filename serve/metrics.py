@@ -181,11 +181,11 @@ class _ModelCollector:
             for model in models:
                 family.add_metric(model.labels, getattr(model, name))
             yield family
-        family = CounterMetricFamily(PREFIX + FAILURE[0], FAILURE[1], labels=(*MODEL_LABELS, "reason"))
-        for model in models:
-            for reason, count in list(model.failures.items()):
-                family.add_metric((*model.labels, reason), count)
-        yield family
+        yield _per_key(
+            CounterMetricFamily(PREFIX + FAILURE[0], FAILURE[1], labels=(*MODEL_LABELS, "reason")),
+            models,
+            lambda model: model.failures,
+        )
         family = GaugeMetricFamily(PREFIX + PENDING[0], PENDING[1], labels=MODEL_LABELS)
         for model in models:
             family.add_metric(model.labels, model.pending)
@@ -196,8 +196,16 @@ class _ModelCollector:
                 buckets, total = model.histograms[name].cumulative()
                 family.add_metric(model.labels, buckets, total)
             yield family
-        family = GaugeMetricFamily(PREFIX + READY[0], READY[1], labels=(*MODEL_LABELS, "provider"))
-        for model in models:
-            for provider, ready in list(model.ready.items()):
-                family.add_metric((*model.labels, provider), ready)
-        yield family
+        yield _per_key(
+            GaugeMetricFamily(PREFIX + READY[0], READY[1], labels=(*MODEL_LABELS, "provider")),
+            models,
+            lambda model: model.ready,
+        )
+
+
+def _per_key(family, models: list[ModelMetrics], values):
+    """A family with one sample per model and key of the dict `values(model)` (the key is the last label)."""
+    for model in models:
+        for key, value in list(values(model).items()):
+            family.add_metric((*model.labels, key), value)
+    return family
