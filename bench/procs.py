@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -33,6 +34,15 @@ def _tree(process: psutil.Process) -> list[psutil.Process]:
         return [process, *process.children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+
+
+# Each server gets its own process group (stop() signals the group, so MLServer's workers go too) but
+# stays in the load generator's session: with the kernel's sched_autogroup (on here), every session is a
+# scheduling group of its own, and the two cores were split between the load generator's group and the
+# server's, capping whichever server needed more CPU than the load generator (docs/performance.md item 12).
+NEW_PROCESS_GROUP: dict = (
+    {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}  # noqa: PLW1509
+)
 
 
 class TreeMonitor:
@@ -140,7 +150,7 @@ class ServerProcess:
             text=True,
             env=env,
             cwd=self._cwd,
-            start_new_session=True,
+            **NEW_PROCESS_GROUP,
         )
         threading.Thread(target=self._pump, name=f"{self.name}-stdout", daemon=True).start()
 

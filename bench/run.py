@@ -176,6 +176,14 @@ def parse_args(argv: list[str] | None) -> Options:
     return options
 
 
+def _sched_autogroup() -> str:
+    """The kernel's sched_autogroup_enabled ("1": each session is its own scheduling group)."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
 def machine_info() -> dict:
     cpu_model = platform.processor() or "unknown"
     try:
@@ -206,6 +214,7 @@ def machine_info() -> dict:
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "memory_gb": psutil.virtual_memory().total / 1e9,
         "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "sched_autogroup": _sched_autogroup(),
         "versions": versions,
         "git_commit": commit,
     }
