@@ -166,6 +166,9 @@ def create_session(model_path: Path, spec: InstanceSpec, options: ort.SessionOpt
             f"model '{model}': instance '{spec.name}' asked for {spec.provider} but the session runs on "
             f"{session.get_providers()}; refusing to fall back"
         )
+    # onnxruntime's own fallback would, on a CUDA failure inside run(), print to stdout, switch the session
+    # to CPU for good and retry: a silent fallback. Without it the run fails and the batch gets INTERNAL.
+    session.disable_fallback()
     return session
 
 

@@ -308,3 +308,17 @@ def test_slow_models_spin_inside_runs_and_quick_models_run_on_one_quiet_thread(t
         await repo.unload_all()
 
     asyncio.run(main())
+
+
+def test_sessions_never_fall_back_to_another_provider_at_run_time(tmp_path):
+    """onnxruntime retries a failed run on CPU (switching the session for good) unless told not to."""
+    models.write_model(tmp_path, "quick", models.linear_classifier())
+
+    async def main():
+        repo = ModelRepository(tmp_path, ServerMetrics(CollectorRegistry()), LoadOptions(), lambda: None)
+        await repo.load("quick")
+        # The flag behind InferenceSession.disable_fallback(); there is no public getter.
+        assert all(session._enable_fallback is False for session in repo.resolve("quick").sessions)
+        await repo.unload_all()
+
+    asyncio.run(main())
