@@ -227,7 +227,8 @@ def markdown(results: dict) -> str:
         f"- when: {machine['date']}; commit {machine.get('git_commit') or '-'}",
         f"- CPU: {machine['cpu_model']}; {machine['logical_cores']} logical / {machine['physical_cores']} "
         f"physical cores; {machine['memory_gb']:.1f} GB RAM; load average at start "
-        f"{machine['load_average_start']}, at end {machine.get('load_average_end')}",
+        f"{machine['load_average_start']}, at end {machine.get('load_average_end')}; sched_autogroup "
+        f"{machine.get('sched_autogroup', 'not recorded')} (every server in the load generator's session)",
         f"- software: {', '.join(f'{k} {v}' for k, v in machine['versions'].items())}",
         f"- method: {config['rounds']} round(s), contenders interleaved per cell; "
         f"warm-up {config['warmup_s']} s, window {config['window_s']} s; image size {config['image_size']}; "
