@@ -17,7 +17,7 @@ import grpc
 from bench import loadgen, mlserver_env, models, procs
 
 if TYPE_CHECKING:
-    from bench.run import Options
+    from bench.options import Options
 
 logger = logging.getLogger("bench")
 
