@@ -17,6 +17,7 @@ from torch import nn
 
 from ortserve.export.errors import ExporterError, ExportError, RepositoryError, ValidationError
 from ortserve.export.onnx_export import export_onnx
+from ortserve.export.precision import HalfPrecision
 from ortserve.export.preprocess import Uint8Normalize
 from ortserve.export.repository import (
     TensorInfo,
@@ -43,6 +44,7 @@ class ExportResult:
     config_path: Path
     labels_path: Path | None
     exporter: str
+    precision: str
     report: ValidationReport
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
@@ -71,7 +73,10 @@ def export_model(
         raise RepositoryError(f"--max-batch-size must be >= 1, got {max_batch_size}")
     model.eval()
     pre = spec.preprocessing
-    network = Uint8Normalize(model, pre.mean, pre.std).eval() if pre.in_graph else model
+    # `reference` is what the user trained (float32): the fp16 network is validated against it, not itself.
+    reference_net = Uint8Normalize(model, pre.mean, pre.std).eval() if pre.in_graph else model
+    core = HalfPrecision(model) if spec.precision == "fp16" else model
+    network = Uint8Normalize(core, pre.mean, pre.std).eval() if pre.in_graph else core
 
     notes: list[str] = []
     time_length, note = spec.trace_time_length() if spec.kind == "sequence" else (None, None)
@@ -84,7 +89,7 @@ def export_model(
     example = torch.from_numpy(random_input(np.random.default_rng(spec.seed + 1), trace_shape, spec))
     try:
         with torch.no_grad():
-            reference = flatten_outputs(network(example))
+            reference = flatten_outputs(reference_net(example))
     except Exception as exc:  # noqa: BLE001 - the user's model failing on the example is a user error
         raise ExportError(f"the model fails on the example input {list(trace_shape)}: {exc}") from exc
     if labels is not None:
@@ -92,7 +97,7 @@ def export_model(
 
     with tempfile.TemporaryDirectory(prefix="ortserve-export-") as scratch:
         onnx_path, report = _export_and_validate(
-            network, example, spec, trace_shape, notes, Path(scratch), len(reference)
+            network, reference_net, example, spec, trace_shape, notes, Path(scratch), len(reference)
         )
         onnx_model = onnx.load(str(onnx_path))
     inputs, outputs = graph_tensors(onnx_model)
@@ -103,6 +108,7 @@ def export_model(
             "source": source,
             "source_sha256": checkpoint_sha256 or "",
             "kind": spec.kind,
+            "precision": spec.precision,
             "exporter": report.exporter,
             "torch_version": torch.__version__,
             "onnx_version": onnx.__version__,
@@ -119,6 +125,7 @@ def export_model(
             "preprocessing": preprocessing,
             "exporter": report.exporter,
             "kind": spec.kind,
+            "precision": spec.precision,
             "source": source,
         },
         image_input=spec.kind == "image",
@@ -134,6 +141,7 @@ def export_model(
         config_path=written.config_path,
         labels_path=written.labels_path,
         exporter=report.exporter,
+        precision=spec.precision,
         report=report,
         inputs=tuple(inputs),
         outputs=tuple(outputs),
@@ -143,6 +151,7 @@ def export_model(
 
 def _export_and_validate(
     network: nn.Module,
+    reference_net: nn.Module,
     example: torch.Tensor,
     spec: ExportSpec,
     trace_shape: tuple[int, ...],
@@ -150,7 +159,8 @@ def _export_and_validate(
     scratch: Path,
     n_outputs: int,
 ) -> tuple[Path, ValidationReport]:
-    """Dynamo first, TorchScript only if dynamo raised or failed validation (spec.exporter == "auto")."""
+    """Export `network`, check it against `reference_net` (the same unless fp16); dynamo first,
+    TorchScript only if dynamo raised or failed validation (spec.exporter == "auto")."""
     exporters = ["dynamo", "torchscript"] if spec.exporter == "auto" else [spec.exporter]
     failures: list[ExportError] = []
     for exporter in exporters:
@@ -165,7 +175,7 @@ def _export_and_validate(
         try:
             report = validate_onnx(
                 attempt.path,
-                network,
+                reference_net,
                 spec,
                 exporter=exporter,
                 trace_shape=trace_shape,
@@ -244,6 +254,7 @@ def format_summary(result: ExportResult) -> str:
             "exporter",
             result.exporter + (f" (fallback: {report.fallback_reason})" if report.fallback_reason else ""),
         ),
+        ("precision", result.precision),
         ("input", "; ".join(shape(t) for t in result.inputs)),
         ("output", "; ".join(shape(t) for t in result.outputs)),
         ("validated shapes", str(len({tuple(c.input_shape) for c in report.checks}))),

@@ -18,7 +18,14 @@ from ortserve.export.architectures import (
 from ortserve.export.checkpoint import load_checkpoint, load_weights
 from ortserve.export.errors import ExportError, SpecError
 from ortserve.export.repository import read_labels
-from ortserve.export.spec import EXPORTERS, IMAGENET_MEAN, IMAGENET_STD, ExportSpec, parse_dynamic_axes
+from ortserve.export.spec import (
+    EXPORTERS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRECISIONS,
+    ExportSpec,
+    parse_dynamic_axes,
+)
 
 logger = logging.getLogger("ortserve.export")
 
@@ -92,8 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="auto: dynamo, falling back to torchscript if it fails or mis-validates (default)",
     )
-    check.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
-    check.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    check.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp16: float16 weights and arithmetic (for GPUs), inputs and outputs unchanged (default fp32)",
+    )
+    check.add_argument("--atol", type=float, help="absolute tolerance (default 1e-4; fp16 0.1)")
+    check.add_argument("--rtol", type=float, help="relative tolerance (default 1e-3; fp16 0.01)")
 
     out = parser.add_argument_group("repository")
     out.add_argument("--repository", type=Path, required=True, help="model repository directory")
@@ -206,6 +219,7 @@ def spec_from_args(args: argparse.Namespace) -> ExportSpec:
         opset=args.opset,
         atol=args.atol,
         rtol=args.rtol,
+        precision=args.precision,
         exporter=args.exporter,
         dynamic_axes=parse_dynamic_axes(args.dynamic_axes) if args.dynamic_axes else None,
     )

@@ -129,6 +129,33 @@ def test_float32_image_input(repo: Path) -> None:
     assert result.labels_path is None and not config.output[0].label_filename
 
 
+@pytest.mark.parametrize("input_dtype", ["uint8", "float32"])
+def test_fp16_export_computes_in_float16_behind_the_fp32_interface(repo: Path, input_dtype: str) -> None:
+    model = make_tiny_cnn()
+    result = export_model(
+        model, ExportSpec.image(16, input_dtype=input_dtype, precision="fp16"), repository=repo, name="h"
+    )
+    graph = onnx.load(str(result.model_path)).graph
+    weights = [t for t in graph.initializer if t.name.endswith("weight")]  # not uint8 mean/std (fp32)
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    config = read_config(result.config_path)
+    want = model_config_pb2.TYPE_UINT8 if input_dtype == "uint8" else model_config_pb2.TYPE_FP32
+    assert config.input[0].data_type == want and config.output[0].data_type == model_config_pb2.TYPE_FP32
+    assert config.parameters["precision"].string_value == "fp16"
+    assert (result.precision, result.report.atol, result.report.rtol) == ("fp16", 0.1, 0.01)
+    # Validated against the float32 model the user trained, and close to it.
+    assert result.report.ok and 0 < result.report.max_abs < 0.1
+    assert "fp16" in format_summary(result)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the caller's model is untouched
+
+
+def test_sequence_fp16_export(repo: Path) -> None:
+    result = export_model(make_rnn(), ExportSpec.sequence(10, 6, precision="fp16"), repository=repo, name="s")
+    assert result.report.ok and result.report.max_abs < 0.1
+    props = {p.key: p.value for p in onnx.load(str(result.model_path)).metadata_props}
+    assert props["precision"] == "fp16"
+
+
 def test_sequence_config_has_dynamic_time(repo: Path) -> None:
     result = export_model(
         make_rnn(), ExportSpec.sequence(10, 6), repository=repo, name="seq", max_batch_size=8

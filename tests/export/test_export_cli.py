@@ -100,6 +100,19 @@ def test_fixed_time_axis_override(repo: Path, rnn_checkpoint: Path) -> None:
     assert list(config_of(repo / "fixed").input[0].dims) == [12, 5]
 
 
+def test_precision_fp16_and_its_tolerance(repo: Path, rnn_checkpoint: Path, capsys) -> None:
+    argv = ["--factory", "export_models:make_rnn", "--checkpoint", str(rnn_checkpoint)]
+    argv += ["--factory-kwargs", '{"cell": "gru", "features": 5, "classes": 3}', "--input-shape", "12,5"]
+    argv += ["--repository", str(repo), "--exporter", "torchscript", "--precision", "fp16"]
+    assert main([*argv, "--name", "half"]) == 0
+    assert config_of(repo / "half").parameters["precision"].string_value == "fp16"
+    summary = capsys.readouterr().out
+    assert "fp16" in summary and "atol=0.1 rtol=0.01" in summary
+    # A tolerance that fp16 cannot meet is refused like any other mismatch, naming the tolerance.
+    assert main([*argv, "--name", "strict", "--atol", "0", "--rtol", "0"]) == 1
+    assert "atol=0, rtol=0" in capsys.readouterr().err and not (repo / "strict").exists()
+
+
 def test_pickled_module_needs_trust_pickle(tmp_path: Path, repo: Path, capsys) -> None:
     path = tmp_path / "whole.pt"
     torch.save(make_rnn(features=5, classes=3), path)

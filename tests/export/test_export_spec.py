@@ -12,9 +12,16 @@ def test_image_defaults() -> None:
     assert spec.example_shape == (3, 224, 224)
     assert spec.preprocessing.input_dtype == "uint8"
     assert spec.resolved_dynamic_axes() == {"input": {0: "batch"}}
-    assert (spec.opset, spec.atol, spec.rtol) == (18, 1e-4, 1e-3)
+    assert (spec.opset, spec.tolerance, spec.precision) == (18, (1e-4, 1e-3), "fp32")
     assert validation_shapes(spec) == [(b, 3, 224, 224) for b in (1, 2, 7, 32)]
     assert spec.trace_batch_size() == 3
+
+
+def test_fp16_has_looser_default_tolerance_and_keeps_one_given() -> None:
+    assert ExportSpec.image(precision="fp16").tolerance == (0.1, 0.01)
+    assert ExportSpec.image(precision="fp16", atol=0.5).tolerance == (0.5, 0.01)
+    # Defaults follow the precision, also when it is changed later.
+    assert ExportSpec.image().replace(precision="fp16").tolerance == (0.1, 0.01)
 
 
 def test_sequence_axes_and_shapes() -> None:
@@ -54,6 +61,7 @@ def test_trace_batch_moves_off_validated_batches() -> None:
         (lambda: ExportSpec.image(32, mean=(0.5,)), "mean and std need 3 values"),
         (lambda: ExportSpec.sequence(5, 4, exporter="tflite"), "exporter must be one of"),
         (lambda: ExportSpec.sequence(5, 4, atol=-1.0), "atol and rtol"),
+        (lambda: ExportSpec.sequence(5, 4, precision="bf16"), "precision must be one of"),
         (lambda: ExportSpec.sequence(5, 4, dynamic_axes={"input": {3: "x"}}), "outside input rank 3"),
     ],
 )
