@@ -44,9 +44,15 @@ def build(options: Options, exported: list[models.OnnxModel], workdir: Path) -> 
         if name.startswith("ortserve"):
             enabled = name == "ortserve_batching"
             repository = models.write_ortserve_repository(
-                workdir / name, exported, options.batching, enabled, options.ortserve_intra_op_threads
+                workdir / name,
+                exported,
+                options.batching,
+                enabled,
+                options.ortserve_intra_op_threads,
+                gpu=options.provider == "cuda",
             )
             command = [python, "-m", "ortserve.serve", "--model-repository", str(repository)]
+            command += ["--max-message-bytes", str(loadgen.MAX_MESSAGE_BYTES)]
             command += ["--grpc-address", "127.0.0.1", "--grpc-port", "0"]
             command += ["--metrics-address", "127.0.0.1", "--metrics-port", "0"]
             server = procs.ServerProcess(

@@ -3,7 +3,8 @@
     python -m bench.export_models --name resnet18_uint8 --repository DIR [--image-size 224]
 
 Uses `ortserve.export.api.export_model` (the library behind `ortserve export`), so the ONNX file is exactly
-what users get: validated against PyTorch, uint8 models with the normalisation in the graph. Kept out of the
+what users get: validated against PyTorch, uint8 models with the normalisation in the graph, fp16 models
+(`*_fp16`) computing in float16 behind the same interface. Kept out of the
 harness process so that torch's threads and memory never share a process with the load generator.
 """
 
@@ -38,9 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = MODELS[args.name]
     if spec.kind == "sequence":
-        export_spec = ExportSpec.sequence(LSTM_TIME_STEPS, LSTM_FEATURES)
+        export_spec = ExportSpec.sequence(LSTM_TIME_STEPS, LSTM_FEATURES, precision=spec.precision)
     else:
-        export_spec = ExportSpec.image(args.image_size, input_dtype=spec.input_dtype)
+        export_spec = ExportSpec.image(
+            args.image_size, input_dtype=spec.input_dtype, precision=spec.precision
+        )
     result = export_model(
         build_network(spec.arch), export_spec, repository=args.repository, name=args.name, source="random"
     )

@@ -26,10 +26,11 @@ from ortserve.protos.datatypes import KSERVE_TO_NUMPY, numpy_to_kserve
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 MODEL_READY = "/inference.GRPCInferenceService/ModelReady"
-# Large images: lift grpc's 4 MiB default so a float32 batch of a few images never trips it.
+# Large images: lift grpc's 4 MiB default so that a batch of 128 float32 224x224 images (77 MB) fits.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
 
 

@@ -41,6 +41,7 @@ class ModelSpec:
     kind: str  # image | sequence
     arch: str  # torchvision architecture, or "lstm"
     input_dtype: str  # uint8 | float32
+    precision: str = "fp32"  # fp32 | fp16 (weights and arithmetic; the input stays input_dtype)
 
     def sample(self, rows: int, image_size: int, seed: int = 0) -> np.ndarray:
         """A deterministic random input of `rows` rows (the same bytes for every contender)."""
@@ -61,6 +62,9 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("resnet50_uint8", "image", "resnet50", "uint8"),
         ModelSpec("resnet50_float32", "image", "resnet50", "float32"),
         ModelSpec("lstm", "sequence", "lstm", "float32"),
+        # The execution-provider sweep (`--provider`): fp32 and fp16 exports of the same network.
+        ModelSpec("resnet50_uint8_fp16", "image", "resnet50", "uint8", precision="fp16"),
+        ModelSpec("resnet18_uint8_fp16", "image", "resnet18", "uint8", precision="fp16"),
     )
 }
 
@@ -136,10 +140,15 @@ class BatchingSettings:
 
 
 def ortserve_config(
-    model: OnnxModel, batching: BatchingSettings, enabled: bool, intra_op_threads: int | None
+    model: OnnxModel,
+    batching: BatchingSettings,
+    enabled: bool,
+    intra_op_threads: int | None,
+    gpu: bool = False,
 ) -> str:
     """The exporter's config.pbtxt with the benchmark's batching; off = no dynamic_batching. The thread
-    count is ortserve's own default unless `intra_op_threads` is given.
+    count is ortserve's own default unless `intra_op_threads` is given; `gpu`: one KIND_GPU instance on
+    GPU 0 (the CUDA execution provider), else one KIND_CPU instance.
 
     max_batch_size stays explicit either way: without it ortserve would turn batching on by itself.
     """
@@ -152,7 +161,11 @@ def ortserve_config(
         config.dynamic_batching.preferred_batch_size.extend(preferred)
         config.dynamic_batching.max_queue_delay_microseconds = batching.max_delay_us
     config.ClearField("instance_group")
-    config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+    kinds = model_config_pb2.ModelInstanceGroup
+    if gpu:
+        config.instance_group.add(count=1, kind=kinds.KIND_GPU, gpus=[0])
+    else:
+        config.instance_group.add(count=1, kind=kinds.KIND_CPU)
     if intra_op_threads is not None:
         config.parameters["intra_op_thread_count"].string_value = str(intra_op_threads)
     return text_format.MessageToString(config)
@@ -164,13 +177,15 @@ def write_ortserve_repository(
     batching: BatchingSettings,
     enabled: bool,
     intra_op_threads: int | None,
+    gpu: bool = False,
 ) -> Path:
     """A Triton-layout repository: NAME/config.pbtxt and NAME/1/model.onnx (hard links to the export)."""
     for model in models:
         model_dir = root / model.spec.name
         for source in model.path.parent.iterdir():  # model.onnx and any external-data file beside it
             _link(source, model_dir / "1" / source.name)
-        (model_dir / "config.pbtxt").write_text(ortserve_config(model, batching, enabled, intra_op_threads))
+        config = ortserve_config(model, batching, enabled, intra_op_threads, gpu)
+        (model_dir / "config.pbtxt").write_text(config)
     return root
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import mlserver_env, models
@@ -19,6 +19,10 @@ GRPC_CONTENDERS = (
 )
 FULL_MODELS = ("resnet18_uint8", "resnet18_float32", "resnet50_uint8", "resnet50_float32", "lstm")
 QUICK_MODELS = ("resnet18_uint8", "lstm")
+# --provider: the execution-provider sweep (raw onnxruntime against ortserve, fp32 and fp16 exports).
+PROVIDER_MODELS = ("resnet50_uint8", "resnet50_uint8_fp16")
+PROVIDER_QUICK_MODELS = ("resnet18_uint8", "resnet18_uint8_fp16")
+PROVIDER_CONTENDERS = ("ortserve_batching", "ortserve_nobatching")
 
 
 @dataclass
@@ -47,6 +51,10 @@ class Options:
     contenders: list[str]
     server_start_timeout_s: float
     rebuild: bool
+    provider: str | None = None
+    """None: the contest on the CPU; cpu or cuda: the execution-provider sweep on that provider."""
+    batch_concurrency: list[int] = field(default_factory=lambda: [1, 2])
+    """Provider sweep: requests of each sweep batch size kept in flight against ortserve (batching off)."""
 
 
 def _csv(kind):
@@ -101,7 +109,20 @@ def parse_args(argv: list[str] | None, description: str) -> Options:
     parser.add_argument("--contenders", type=_csv(str), help=f"subset of {', '.join(GRPC_CONTENDERS)}")
     parser.add_argument("--cache", type=Path, default=BENCH_DIR / ".cache", help="exported ONNX files")
     parser.add_argument("--rebuild", action="store_true", help="export the models again")
+    parser.add_argument(
+        "--provider",
+        choices=("cpu", "cuda"),
+        help="instead of the contest: raw onnxruntime against ortserve on this execution provider,\n"
+        "resnet50 fp32 and fp16 exports, batch 1 to 128 (quick: resnet18, 1,4,16) -> results/<provider>",
+    )
+    parser.add_argument(
+        "--batch-concurrency",
+        type=_csv(int),
+        help="--provider: batched requests in flight against ortserve, batching off (default 1,2)",
+    )
     args = parser.parse_args(argv)
+    if args.provider:
+        return _provider_options(args, parser)
 
     quick = args.quick
     chosen_models = args.models or list(QUICK_MODELS if quick else FULL_MODELS)
@@ -143,4 +164,51 @@ def parse_args(argv: list[str] | None, description: str) -> Options:
     )
     if min(options.concurrency) < 1 or options.rounds < 1 or options.window_s <= 0:
         parser.error("concurrency, rounds and window must be positive")
+    return options
+
+
+def _provider_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Options:
+    """Options of the execution-provider sweep: ortserve (batching on and off) and raw onnxruntime only."""
+    quick = args.quick
+    chosen_models = args.models or list(PROVIDER_QUICK_MODELS if quick else PROVIDER_MODELS)
+    unknown = [m for m in chosen_models if m not in models.MODELS or models.MODELS[m].kind != "image"]
+    if unknown:
+        images = [name for name, spec in models.MODELS.items() if spec.kind == "image"]
+        parser.error(f"--provider sweeps image models; unknown or not an image model: {unknown} ({images})")
+    if args.contenders and any(c not in PROVIDER_CONTENDERS for c in args.contenders):
+        parser.error(f"--provider measures only {', '.join(PROVIDER_CONTENDERS)}")
+    sweep = [1, 4, 16] if quick else [1, 2, 4, 8, 16, 32, 64, 128]
+    batching = models.BatchingSettings(
+        max_batch_size=max(sweep),
+        max_delay_us=args.max_delay_us,
+        preferred_batch_sizes=tuple(size for size in sweep if size >= 4),
+    )
+    options = Options(
+        quick=quick,
+        models=chosen_models,
+        concurrency=args.concurrency or ([1, 8] if quick else [1, 8, 32, 128]),
+        rounds=args.rounds or 1,
+        warmup_s=args.warmup if args.warmup is not None else (0.3 if quick else 1.0),
+        window_s=args.window or (1.0 if quick else 3.0),
+        out=args.out or (BENCH_DIR / "results" / (f"quick-{args.provider}" if quick else args.provider)),
+        image_size=args.image_size,
+        intra_op_threads=args.intra_op_threads,
+        ortserve_intra_op_threads=args.ortserve_intra_op_threads,
+        with_mlserver=False,
+        mlserver_parallel_workers=args.mlserver_parallel_workers,
+        open_loop_fraction=0.0,
+        streams_per_channel=args.streams_per_channel,
+        max_requests=args.max_requests,
+        sweep_batches=sweep,
+        sweep_window_s=0.0,
+        batching=batching,
+        cache=args.cache,
+        contenders=list(args.contenders or PROVIDER_CONTENDERS),
+        server_start_timeout_s=300.0,  # the CUDA provider's start-up and first runs take a while
+        rebuild=args.rebuild,
+        provider=args.provider,
+        batch_concurrency=args.batch_concurrency or ([1] if quick else [1, 2]),
+    )
+    if min(options.concurrency + options.batch_concurrency) < 1 or options.window_s <= 0:
+        parser.error("concurrency and window must be positive")
     return options

@@ -33,12 +33,27 @@ class RawResult:
         return asdict(self)
 
 
-def make_session(path: str, intra_op_threads: int) -> ort.InferenceSession:
-    """The same session options ortserve gets from config.pbtxt (`intra_op_thread_count`)."""
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def make_session(path: str, intra_op_threads: int, provider: str = "cpu") -> ort.InferenceSession:
+    """The same session options ortserve gets from config.pbtxt (`intra_op_thread_count`), on `provider`
+    (cpu or cuda: GPU 0, as ortserve's KIND_GPU); refuses to run anywhere else."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    wanted = PROVIDERS[provider]
+    if wanted not in ort.get_available_providers():
+        raise RuntimeError(
+            f"onnxruntime {ort.__version__} offers no {wanted} (available: "
+            f"{', '.join(ort.get_available_providers())}); install onnxruntime-gpu for --provider cuda"
+        )
+    providers = [(wanted, {"device_id": 0}), "CPUExecutionProvider"] if provider == "cuda" else [wanted]
+    session = ort.InferenceSession(path, sess_options=options, providers=providers)
+    if session.get_providers()[0] != wanted:
+        raise RuntimeError(f"asked for {wanted}, the session runs on {session.get_providers()}")
+    session.disable_fallback()
+    return session
 
 
 def measure(
@@ -88,14 +103,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--best-batch", type=int, help="skip the sweep: the best batch found earlier")
     parser.add_argument("--sweep", default="1,2,4,8,16,32", help="batch sizes to sweep")
     parser.add_argument("--sweep-window", type=float, default=1.0)
+    parser.add_argument("--provider", choices=sorted(PROVIDERS), default="cpu")
+    parser.add_argument(
+        "--curve",
+        action="store_true",
+        help="a full measurement (warm-up, window, latency) at every --sweep batch size, nothing else",
+    )
     args = parser.parse_args(argv)
 
     spec = MODELS[args.model]
-    session = make_session(args.onnx, args.threads)
+    try:
+        session = make_session(args.onnx, args.threads, args.provider)
+    except RuntimeError as exc:
+        sys.stderr.write(f"raw onnxruntime: {exc}\n")
+        return 2
 
     def feed(batch: int) -> dict[str, np.ndarray]:
         return {args.input_name: spec.sample(batch, args.image_size)}
 
+    if args.curve:
+        curve = [
+            measure(session, feed(int(batch)), args.warmup, args.window).to_dict()
+            for batch in args.sweep.split(",")
+        ]
+        sys.stdout.write(json.dumps({"provider": session.get_providers()[0], "curve": curve}) + "\n")
+        return 0
     sweep: dict[int, float] = {}
     best = args.best_batch
     if best is None:

@@ -4,6 +4,7 @@ onnxruntime, on the same ONNX files, with the same load generator and the same r
     python -m bench.run                 # the full run (tens of minutes; a quiet machine)
     python -m bench.run --quick         # resnet18 uint8 + LSTM, 1 and 8 in flight, short windows (~1-2 min)
     python -m bench.run --with-mlserver # create bench/.venv-mlserver first if it is missing (PyPI, one time)
+    python -m bench.run --provider cuda # instead: raw onnxruntime vs ortserve on CUDA, batch 1-128, fp32/fp16
 
 Per model, over several rounds, each (concurrency) cell runs every contender back to back, the order rotated
 each round (A B C, B C A, ...), so slow drift of the machine hits every contender alike. Writes
@@ -32,7 +33,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 
 import psutil
 
-from bench import contenders, loadgen, mlserver_env, models, report
+from bench import contenders, loadgen, mlserver_env, models, provider_report, provider_sweep, report
 from bench.options import Options, parse_args
 
 logger = logging.getLogger("bench")
@@ -306,6 +307,8 @@ async def run(options: Options) -> dict:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     options = parse_args(argv, __doc__.splitlines()[0])
+    if options.provider:
+        return provider_main(options)
     options.out.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(run(options))
     results["plots"] = report.plot(results["summary"], options.out)
@@ -314,6 +317,24 @@ def main(argv: list[str] | None = None) -> int:
     errors = sum(row["errors"] for row in results["summary"])
     sys.stdout.write(report.markdown(results))
     sys.stdout.write(f"\nwrote {options.out / 'results.json'} and {options.out / 'results.md'}\n")
+    return 1 if results["failures"] or errors else 0
+
+
+def provider_main(options: Options) -> int:
+    """The execution-provider sweep (`--provider`): its own results.json and results.md under --out."""
+    try:
+        provider_sweep.check_provider(str(options.provider))
+    except provider_sweep.ProviderMissingError as exc:
+        logger.error("%s", exc)
+        return 2
+    options.out.mkdir(parents=True, exist_ok=True)
+    results = asyncio.run(provider_sweep.run(options, machine_info()))
+    results["plots"] = provider_report.plot(results, options.out)
+    text = provider_report.markdown(results)
+    (options.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (options.out / "results.md").write_text(text)
+    sys.stdout.write(text + f"\nwrote {options.out / 'results.json'} and {options.out / 'results.md'}\n")
+    errors = sum(row["errors"] for row in results["summary"])
     return 1 if results["failures"] or errors else 0
 
 

@@ -68,3 +68,42 @@ def test_quick_run_without_mlserver(tmp_path: Path) -> None:
     ):
         assert label in markdown
     assert "## Targets" in markdown and "Bytes on the wire" in markdown
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_provider_sweep_on_the_cpu(tmp_path: Path) -> None:
+    """The CUDA sweep's code path, run on the CPU provider: raw onnxruntime and ortserve at every batch
+    size, fp32 and fp16 exports, dynamic batching cells, the report's tables."""
+    out = tmp_path / "provider"
+    command = [sys.executable, "-m", "bench.run", "--provider", "cpu", "--quick", "--out", str(out)]
+    command += ["--image-size", "32", "--window", "0.5", "--warmup", "0.2", "--batch-concurrency", "1,2"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["failures"] == []
+    assert results["config"]["precision"] == {"resnet18_uint8": "fp32", "resnet18_uint8_fp16": "fp16"}
+    cells = {(r["model"], r["contender"], r["batch"], r["concurrency"]) for r in results["summary"]}
+    for model in ("resnet18_uint8", "resnet18_uint8_fp16"):
+        for batch in (1, 4, 16):
+            assert (model, "raw_ort", batch, 1) in cells
+            assert {(model, "ortserve_nobatching", batch, c) for c in (1, 2)} <= cells
+        assert {(model, "ortserve_batching", 1, c) for c in (1, 8)} <= cells
+    for row in results["summary"]:
+        assert row["errors"] == 0 and row["rows_per_s"] > 0, row
+    markdown = (out / "results.md").read_text()
+    assert "cpu execution provider" in markdown and "## fp16 against fp32" in markdown
+    assert "| 16 |" in markdown and "x raw best (batch" in markdown
+
+
+def test_provider_sweep_refuses_a_missing_provider(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA, so --provider cuda would run")
+    command = [sys.executable, "-m", "bench.run", "--provider", "cuda", "--out", str(tmp_path / "cuda")]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "CUDAExecutionProvider" in result.stderr and "onnxruntime-gpu" in result.stderr
+    assert not (tmp_path / "cuda" / "results.json").exists()

@@ -1,0 +1,232 @@
+"""The execution-provider sweep: raw onnxruntime against ortserve on one provider, fp32 and fp16 exports of
+one network, batch 1 to 128; reported apart from the CPU contest (`bench/results/<provider>/`).
+
+    python -m bench.run --provider cuda           # a GPU machine with onnxruntime-gpu: resnet50, 1..128
+    python -m bench.run --provider cpu --quick    # the same code on the CPU: resnet18, 1, 4, 16
+
+Per round and model: raw onnxruntime in its own process, a full window at every batch size (the ceiling);
+ortserve with batching off, requests of `batch` images, 1 and 2 in flight (what a client that batches
+gets); ortserve with dynamic batching on (max_batch_size = the largest batch), one-image requests at each
+--concurrency (what many one-image clients get). Both ortserve servers serve every model from the same
+files, each model on one instance of the provider (KIND_GPU on GPU 0 for cuda). Odd rounds measure the
+servers before raw onnxruntime, so drift hits both alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import onnxruntime as ort
+
+from bench import contenders, loadgen, models
+from bench.options import Options
+from bench.raw_ort import PROVIDERS
+
+logger = logging.getLogger("bench")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ProviderMissingError(RuntimeError):
+    """The sweep was asked for a provider this onnxruntime does not offer: nothing is measured."""
+
+
+def check_provider(provider: str) -> None:
+    wanted = PROVIDERS[provider]
+    available = ort.get_available_providers()
+    if wanted not in available:
+        raise ProviderMissingError(
+            f"--provider {provider} needs onnxruntime's {wanted}, and onnxruntime {ort.__version__} here "
+            f"offers {', '.join(available)}: install onnxruntime-gpu (pip install '.[gpu]') on a machine "
+            "with an NVIDIA GPU, or use --provider cpu"
+        )
+
+
+def gpu_info() -> list[str]:
+    """nvidia-smi's name, driver and memory of each GPU ([] without nvidia-smi)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
+    try:
+        done = subprocess.run(query, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in done.stdout.splitlines() if line.strip()]
+
+
+def raw_curve(model: models.OnnxModel, options: Options, round_index: int) -> list[dict]:
+    """raw onnxruntime (its own process) on the provider: one full window per sweep batch size."""
+    command = [sys.executable, "-m", "bench.raw_ort", "--onnx", str(model.path), "--model", model.spec.name]
+    command += ["--input-name", model.input_name, "--image-size", str(options.image_size)]
+    command += ["--threads", str(options.intra_op_threads), "--provider", str(options.provider)]
+    command += ["--warmup", str(options.warmup_s), "--window", str(options.window_s), "--curve"]
+    command += ["--sweep", ",".join(map(str, options.sweep_batches))]
+    # Bounded: session start-up (minutes at most for CUDA) plus every window, with room for a slow machine.
+    timeout = 600 + 3 * len(options.sweep_batches) * (options.warmup_s + options.window_s)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"raw onnxruntime on {model.spec.name} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    records = []
+    for point in result["curve"]:
+        record = dict(point)
+        record.update(
+            model=model.spec.name,
+            contender="raw_ort",
+            mode="direct",
+            concurrency=1,
+            round=round_index,
+            rows_per_s=point["throughput_rps"],
+        )
+        records.append(record)
+        logger.info(
+            "%s round %d raw onnxruntime batch %3d: %9.1f rows/s p50 %8.2f ms",
+            model.spec.name,
+            round_index,
+            point["batch"],
+            point["throughput_rps"],
+            point["latency_ms"]["p50"],
+        )
+    return records
+
+
+async def served_cell(
+    contender: contenders.Contender,
+    model: models.OnnxModel,
+    options: Options,
+    batch: int,
+    concurrency: int,
+    round_index: int,
+) -> dict:
+    """One window of `concurrency` requests of `batch` images in flight against one ortserve server."""
+    array = model.spec.sample(batch, options.image_size)
+    request = loadgen.build_request(loadgen.RequestSpec(model.spec.name, model.input_name, array))
+    if round_index == 0:
+        async with loadgen.LoadGenerator(contender.target, request, batch) as generator:
+            await generator.check()
+    record = await contenders.measure(contender, request, options, concurrency)
+    record.update(
+        model=model.spec.name,
+        contender=contender.name,
+        batch=batch,
+        round=round_index,
+        rows_per_s=record["throughput_rps"] * batch,
+    )
+    logger.info(
+        "%s round %d %-19s batch %3d c=%-3d %9.1f rows/s p50 %8.2f ms p99 %8.2f ms errors %d",
+        model.spec.name,
+        round_index,
+        contender.name,
+        batch,
+        concurrency,
+        record["rows_per_s"],
+        record["latency_ms"]["p50"],
+        record["latency_ms"]["p99"],
+        record["errors"],
+    )
+    return record
+
+
+async def served_records(
+    servers: dict[str, contenders.Contender], model: models.OnnxModel, options: Options, round_index: int
+) -> list[dict]:
+    records = []
+    unbatched = servers.get("ortserve_nobatching")
+    if unbatched is not None:
+        for batch in options.sweep_batches:
+            for concurrency in options.batch_concurrency:
+                if not unbatched.failed:
+                    records.append(
+                        await served_cell(unbatched, model, options, batch, concurrency, round_index)
+                    )
+    batched = servers.get("ortserve_batching")
+    if batched is not None:
+        for concurrency in options.concurrency:
+            if not batched.failed:
+                records.append(await served_cell(batched, model, options, 1, concurrency, round_index))
+    return records
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Median over rounds per (model, contender, batch, requests in flight); errors summed."""
+    groups: dict[tuple, list[dict]] = {}
+    for record in records:
+        key = (record["model"], record["contender"], record["batch"], record["concurrency"])
+        groups.setdefault(key, []).append(record)
+    rows = []
+    for (model, contender, batch, concurrency), group in sorted(groups.items()):
+        rows.append(
+            {
+                "model": model,
+                "contender": contender,
+                "batch": batch,
+                "concurrency": concurrency,
+                "rounds": len(group),
+                "rows_per_s": statistics.median(r["rows_per_s"] for r in group),
+                "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in group),
+                "p99_ms": statistics.median(r["latency_ms"]["p99"] for r in group),
+                "errors": sum(r.get("errors", 0) for r in group),
+            }
+        )
+    return rows
+
+
+async def run(options: Options, machine: dict) -> dict:
+    """Export (cached), start both ortserve servers on the provider, measure every round; the results."""
+    check_provider(str(options.provider))
+    machine["gpus"] = gpu_info()
+    exported = [
+        models.export_onnx(models.MODELS[name], options.cache, options.image_size, options.rebuild)
+        for name in options.models
+    ]
+    results: dict = {
+        "machine": machine,
+        "config": {
+            "provider": options.provider,
+            "models": options.models,
+            "precision": {m.spec.name: m.spec.precision for m in exported},
+            "batches": options.sweep_batches,
+            "batch_concurrency": options.batch_concurrency,
+            "concurrency": options.concurrency,
+            "rounds": options.rounds,
+            "warmup_s": options.warmup_s,
+            "window_s": options.window_s,
+            "image_size": options.image_size,
+            "max_batch_size": options.batching.max_batch_size,
+            "max_delay_us": options.batching.max_delay_us,
+        },
+        "records": [],
+        "failures": [],
+    }
+    workdir = Path(tempfile.mkdtemp(prefix="ortserve-bench-provider-"))
+    servers = contenders.build(options, exported, workdir)
+    try:
+        await contenders.start(servers, exported, options)
+        by_name = {server.name: server for server in servers}
+        for round_index in range(options.rounds):
+            for model in exported:
+                raw_first = round_index % 2 == 0
+                if raw_first:
+                    results["records"] += raw_curve(model, options, round_index)
+                results["records"] += await served_records(by_name, model, options, round_index)
+                if not raw_first:
+                    results["records"] += raw_curve(model, options, round_index)
+    finally:
+        for server in servers:
+            server.server.stop()
+        results["failures"] = [server.failed for server in servers if server.failed]
+        logs = options.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for server in servers:
+            if server.server.log_path.exists():
+                shutil.copy2(server.server.log_path, logs / server.server.log_path.name)
+        shutil.rmtree(workdir, ignore_errors=True)
+    results["summary"] = summarize(results["records"])
+    return results
