@@ -26,6 +26,7 @@ from ortserve.protos.datatypes import KSERVE_TO_NUMPY, numpy_to_kserve
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 MODEL_READY = "/inference.GRPCInferenceService/ModelReady"
+REPOSITORY_INDEX = "/inference.GRPCInferenceService/RepositoryIndex"
 # Large images: lift grpc's 4 MiB default so that a batch of 128 float32 224x224 images (77 MB) fits.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 CHANNEL_OPTIONS = [
@@ -308,7 +309,8 @@ def channels_for(concurrency: int, streams_per_channel: int) -> int:
 
 
 async def wait_model_ready(target: str, model_name: str, timeout_s: float) -> None:
-    """Poll ModelReady until the model answers ready; raise TimeoutError naming the last failure."""
+    """Poll ModelReady until the model answers ready; raise ValueError at once when the repository index
+    says its load failed (UNAVAILABLE with a reason), else TimeoutError naming the last failure."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     async with grpc.aio.insecure_channel(target) as channel:
@@ -317,13 +319,34 @@ async def wait_model_ready(target: str, model_name: str, timeout_s: float) -> No
             request_serializer=pb.ModelReadyRequest.SerializeToString,
             response_deserializer=pb.ModelReadyResponse.FromString,
         )
+        index_call = channel.unary_unary(
+            REPOSITORY_INDEX,
+            request_serializer=pb.RepositoryIndexRequest.SerializeToString,
+            response_deserializer=pb.RepositoryIndexResponse.FromString,
+        )
         while time.monotonic() < deadline:
             try:
                 response = await ready_call(pb.ModelReadyRequest(name=model_name), timeout=2.0)
                 if response.ready:
                     return
                 last = "ready=false"
+                reason = await _load_failure(index_call, model_name)
+                if reason:
+                    raise ValueError(f"model {model_name!r} at {target} failed to load: {reason}")
             except grpc.aio.AioRpcError as exc:
                 last = _describe(exc)
             await asyncio.sleep(0.2)
     raise TimeoutError(f"model {model_name!r} at {target} not ready after {timeout_s:.0f}s ({last})")
+
+
+async def _load_failure(index_call, model_name: str) -> str | None:
+    """The reason the repository index gives for a model whose load failed; None while it may still load
+    (or when the server has no repository index: then only the timeout ends the wait)."""
+    try:
+        index = await index_call(pb.RepositoryIndexRequest(), timeout=2.0)
+    except grpc.aio.AioRpcError:
+        return None
+    for model in index.models:
+        if model.name == model_name and model.state == "UNAVAILABLE" and model.reason:
+            return model.reason
+    return None

@@ -94,7 +94,8 @@ def markdown(results: dict) -> str:
         f"onnxruntime {machine.get('versions', {}).get('onnxruntime')}, commit {machine.get('git_commit')}",
         f"- GPUs: {'; '.join(machine.get('gpus') or []) or 'none seen (no nvidia-smi)'}",
         f"- {config['rounds']} round(s); per cell {config['warmup_s']} s warm-up + {config['window_s']} s "
-        f"window; images {config['image_size']}x{config['image_size']}; dynamic batching max_batch_size "
+        "window (served cells: at least 1 and 4 times their requests' expected time); "
+        f"images {config['image_size']}x{config['image_size']}; dynamic batching max_batch_size "
         f"{config['max_batch_size']}, max_queue_delay {config['max_delay_us']} us",
         "- raw onnxruntime: session.run back to back in its own process (input from host memory, as the "
         "server's); ortserve: over gRPC on loopback, the same model file, one instance on the provider",

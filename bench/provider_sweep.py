@@ -14,6 +14,7 @@ servers before raw onnxruntime, so drift hits both alike.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -32,6 +33,10 @@ from bench.raw_ort import PROVIDERS
 logger = logging.getLogger("bench")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# A served cell's warm-up lasts at least one of its requests and its window at least this many: the load
+# generator counts the requests completed inside the window (a 6.5 s batch of 128 ResNet-50 images on 2 CPU
+# cores would complete none in a 3 s window).
+REQUESTS_PER_WINDOW = 4
 
 
 class ProviderMissingError(RuntimeError):
@@ -72,7 +77,9 @@ def raw_curve(model: models.OnnxModel, options: Options, round_index: int) -> li
     timeout = 600 + 3 * len(options.sweep_batches) * (options.warmup_s + options.window_s)
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout)
     if done.returncode != 0:
-        raise RuntimeError(f"raw onnxruntime on {model.spec.name} failed:\n{done.stderr[-3000:]}")
+        logger.error("raw onnxruntime's output:\n%s", done.stderr[-3000:])
+        lines = [line for line in done.stderr.splitlines() if line.strip()] or ["no output"]
+        raise RuntimeError(f"raw onnxruntime on {model.spec.name} failed ({done.returncode}): {lines[-1]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     records = []
     for point in result["curve"]:
@@ -97,6 +104,15 @@ def raw_curve(model: models.OnnxModel, options: Options, round_index: int) -> li
     return records
 
 
+def stretched(options: Options, request_s: float) -> Options:
+    """`options` with warm-up and window long enough for requests that each take about `request_s`."""
+    return dataclasses.replace(
+        options,
+        warmup_s=max(options.warmup_s, request_s),
+        window_s=max(options.window_s, REQUESTS_PER_WINDOW * request_s),
+    )
+
+
 async def served_cell(
     contender: contenders.Contender,
     model: models.OnnxModel,
@@ -104,8 +120,11 @@ async def served_cell(
     batch: int,
     concurrency: int,
     round_index: int,
+    request_s: float,
 ) -> dict:
-    """One window of `concurrency` requests of `batch` images in flight against one ortserve server."""
+    """One window of `concurrency` requests of `batch` images in flight against one ortserve server, each
+    expected to take about `request_s` (from raw onnxruntime) end to end."""
+    options = stretched(options, request_s)
     array = model.spec.sample(batch, options.image_size)
     request = loadgen.build_request(loadgen.RequestSpec(model.spec.name, model.input_name, array))
     if round_index == 0:
@@ -135,22 +154,35 @@ async def served_cell(
 
 
 async def served_records(
-    servers: dict[str, contenders.Contender], model: models.OnnxModel, options: Options, round_index: int
+    servers: dict[str, contenders.Contender],
+    model: models.OnnxModel,
+    options: Options,
+    round_index: int,
+    raw: list[dict],
 ) -> list[dict]:
+    """Every served cell of one model; `raw` (round 0's raw curve) sizes each cell's window."""
+    run_s = {r["batch"]: r["latency_ms"]["p50"] / 1000 for r in raw}
+    best_rows_per_s = max(r["rows_per_s"] for r in raw)
     records = []
     unbatched = servers.get("ortserve_nobatching")
     if unbatched is not None:
         for batch in options.sweep_batches:
             for concurrency in options.batch_concurrency:
                 if not unbatched.failed:
+                    request_s = concurrency * run_s[batch]
                     records.append(
-                        await served_cell(unbatched, model, options, batch, concurrency, round_index)
+                        await served_cell(
+                            unbatched, model, options, batch, concurrency, round_index, request_s
+                        )
                     )
     batched = servers.get("ortserve_batching")
     if batched is not None:
         for concurrency in options.concurrency:
             if not batched.failed:
-                records.append(await served_cell(batched, model, options, 1, concurrency, round_index))
+                request_s = concurrency / best_rows_per_s
+                records.append(
+                    await served_cell(batched, model, options, 1, concurrency, round_index, request_s)
+                )
     return records
 
 
@@ -209,19 +241,29 @@ async def run(options: Options, machine: dict) -> dict:
     servers = contenders.build(options, exported, workdir)
     try:
         await contenders.start(servers, exported, options)
-        by_name = {server.name: server for server in servers}
+        by_name = {server.name: server for server in servers if not server.failed}
+        first_raw: dict[str, list[dict]] = {}
         for round_index in range(options.rounds):
             for model in exported:
                 raw_first = round_index % 2 == 0
                 if raw_first:
-                    results["records"] += raw_curve(model, options, round_index)
-                results["records"] += await served_records(by_name, model, options, round_index)
+                    raw = raw_curve(model, options, round_index)
+                    first_raw.setdefault(model.spec.name, raw)
+                    results["records"] += raw
+                results["records"] += await served_records(
+                    by_name, model, options, round_index, first_raw[model.spec.name]
+                )
                 if not raw_first:
                     results["records"] += raw_curve(model, options, round_index)
+    except RuntimeError as exc:
+        # raw onnxruntime could not run on the provider (e.g. CUDA listed but its libraries or GPU missing):
+        # nothing more on this provider would mean anything.
+        results["failures"].append(str(exc))
+        logger.error("%s", exc)
     finally:
         for server in servers:
             server.server.stop()
-        results["failures"] = [server.failed for server in servers if server.failed]
+        results["failures"] += [server.failed for server in servers if server.failed]
         logs = options.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         for server in servers:
