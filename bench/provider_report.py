@@ -98,7 +98,8 @@ def markdown(results: dict) -> str:
         f"images {config['image_size']}x{config['image_size']}; dynamic batching max_batch_size "
         f"{config['max_batch_size']}, max_queue_delay {config['max_delay_us']} us",
         "- raw onnxruntime: session.run back to back in its own process (input from host memory, as the "
-        "server's); ortserve: over gRPC on loopback, the same model file, one instance on the provider",
+        "server's); ortserve: over gRPC on loopback, the same model file, one instance on the provider; "
+        "its images/s = in flight x batch / mean latency (Little's law, exact for a closed loop)",
         "",
     ]
     for model in config["models"]:

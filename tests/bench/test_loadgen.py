@@ -88,3 +88,19 @@ def test_uint8_images_are_four_times_smaller_on_the_wire() -> None:
         array = np.zeros((1, 3, 224, 224), dtype)
         sizes[dtype] = len(loadgen.build_request(loadgen.RequestSpec("resnet", "input", array)))
     assert sizes[np.float32] / sizes[np.uint8] == pytest.approx(4.0, rel=0.01)
+
+
+def test_waiting_for_a_model_ends_at_once_when_its_load_failed(tmp_path: Path, start_ortserve) -> None:
+    import onnx_models
+
+    onnx_models.write_model(tmp_path, "good", onnx_models.linear_classifier())
+    onnx_models.write_model(tmp_path, "broken", onnx_models.BROKEN_MODEL)
+    with start_ortserve(tmp_path) as server:
+
+        async def scenario():
+            await loadgen.wait_model_ready(server.grpc_address, "good", 60)
+            # A generous timeout: the ValueError (not a TimeoutError) shows the wait ended on the reason.
+            with pytest.raises(ValueError, match="'broken' .* failed to load: .*cannot load"):
+                await loadgen.wait_model_ready(server.grpc_address, "broken", 600)
+
+        asyncio.run(scenario())
