@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -134,6 +135,18 @@ async def _check_serving(
             detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else exc
             return f"{contender.name}: not serving {model.spec.name} correctly: {detail}"
     return None
+
+
+def stop_all(contenders: list[Contender], logs: Path, workdir: Path) -> list[str]:
+    """Stop every server, keep its log under `logs`, remove `workdir`; what failed along the way."""
+    for contender in contenders:
+        contender.server.stop()
+    logs.mkdir(parents=True, exist_ok=True)
+    for contender in contenders:
+        if contender.server.log_path.exists():
+            shutil.copy2(contender.server.log_path, logs / contender.server.log_path.name)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return [contender.failed for contender in contenders if contender.failed]
 
 
 async def measure(

@@ -266,14 +266,6 @@ async def run(options: Options, machine: dict) -> dict:
         results["failures"].append(str(exc))
         logger.error("%s", exc)
     finally:
-        for server in servers:
-            server.server.stop()
-        results["failures"] += [server.failed for server in servers if server.failed]
-        logs = options.out / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        for server in servers:
-            if server.server.log_path.exists():
-                shutil.copy2(server.server.log_path, logs / server.server.log_path.name)
-        shutil.rmtree(workdir, ignore_errors=True)
+        results["failures"] += contenders.stop_all(servers, options.out / "logs", workdir)
     results["summary"] = summarize(results["records"])
     return results

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -289,15 +288,7 @@ async def run(options: Options) -> dict:
             results["records"] += records
             results["raw_sweep"].update(sweeps)
     finally:
-        for contender in servers:
-            contender.server.stop()
-        results["failures"] = failures + [c.failed for c in servers if c.failed]
-        logs = options.out / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        for contender in servers:
-            if contender.server.log_path.exists():
-                shutil.copy2(contender.server.log_path, logs / contender.server.log_path.name)
-        shutil.rmtree(workdir, ignore_errors=True)
+        results["failures"] = failures + contenders.stop_all(servers, options.out / "logs", workdir)
     results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     results["summary"] = report.summarize(results["records"])
     results["targets"] = report.evaluate_targets(results["summary"], results["wire"])
