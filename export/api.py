@@ -73,7 +73,7 @@ def export_model(
         raise RepositoryError(f"--max-batch-size must be >= 1, got {max_batch_size}")
     model.eval()
     pre = spec.preprocessing
-    # `reference` is what the user trained (float32): the fp16 network is validated against it, not itself.
+    # `reference_net` is what the user trained (float32): an fp16 network is validated against it, not itself.
     reference_net = Uint8Normalize(model, pre.mean, pre.std).eval() if pre.in_graph else model
     core = HalfPrecision(model) if spec.precision == "fp16" else model
     network = Uint8Normalize(core, pre.mean, pre.std).eval() if pre.in_graph else core
