@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from bench import contenders, loadgen, models
+from bench import contenders, loadgen, models, report
 from bench.options import Options
 from bench.raw_ort import PROVIDERS
 
@@ -191,30 +190,6 @@ async def served_records(
     return records
 
 
-def summarize(records: list[dict]) -> list[dict]:
-    """Median over rounds per (model, contender, batch, requests in flight); errors summed."""
-    groups: dict[tuple, list[dict]] = {}
-    for record in records:
-        key = (record["model"], record["contender"], record["batch"], record["concurrency"])
-        groups.setdefault(key, []).append(record)
-    rows = []
-    for (model, contender, batch, concurrency), group in sorted(groups.items()):
-        rows.append(
-            {
-                "model": model,
-                "contender": contender,
-                "batch": batch,
-                "concurrency": concurrency,
-                "rounds": len(group),
-                "rows_per_s": statistics.median(r["rows_per_s"] for r in group),
-                "p50_ms": statistics.median(r["latency_ms"]["p50"] for r in group),
-                "p99_ms": statistics.median(r["latency_ms"]["p99"] for r in group),
-                "errors": sum(r.get("errors", 0) for r in group),
-            }
-        )
-    return rows
-
-
 async def run(options: Options, machine: dict) -> dict:
     """Export (cached), start both ortserve servers on the provider, measure every round; the results."""
     check_provider(str(options.provider))
@@ -267,5 +242,5 @@ async def run(options: Options, machine: dict) -> dict:
         logger.error("%s", exc)
     finally:
         results["failures"] += contenders.stop_all(servers, options.out / "logs", workdir)
-    results["summary"] = summarize(results["records"])
+    results["summary"] = report.summarize(results["records"])
     return results

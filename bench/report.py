@@ -28,13 +28,20 @@ def _median(values: list[float]) -> float:
 
 
 def summarize(records: list[dict]) -> list[dict]:
-    """Median over rounds per (model, contender, mode, concurrency); errors summed, RSS peak maxed."""
+    """Median over rounds per (model, contender, mode, concurrency, batch); errors summed, RSS peak maxed.
+    Records with `rows_per_s` (the provider sweep's) get its median too."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for record in records:
-        key = (record["model"], record["contender"], record["mode"], record.get("concurrency"))
+        key = (
+            record["model"],
+            record["contender"],
+            record["mode"],
+            record.get("concurrency"),
+            record.get("batch"),
+        )
         groups[key].append(record)
     rows = []
-    for (model, contender, mode, concurrency), group in groups.items():
+    for (model, contender, mode, concurrency, batch), group in groups.items():
         throughputs = [r["throughput_rps"] for r in group]
         completed = sum(r.get("completed", r.get("runs", 0)) for r in group)
         served = [r for r in group if r.get("server")]
@@ -43,7 +50,7 @@ def summarize(records: list[dict]) -> list[dict]:
             "contender": contender,
             "mode": mode,
             "concurrency": concurrency,
-            "batch": group[0].get("batch"),
+            "batch": batch,
             "rate": group[0].get("target_rate"),
             "rounds": len(group),
             "throughput_rps": _median(throughputs),
@@ -70,9 +77,19 @@ def summarize(records: list[dict]) -> list[dict]:
             )
             / 2**20,
         }
+        if any("rows_per_s" in r for r in group):
+            row["rows_per_s"] = _median([r["rows_per_s"] for r in group])
         rows.append(row)
-    order = list(LABELS)
-    rows.sort(key=lambda r: (r["model"], r["mode"], r["concurrency"] or 0, order.index(r["contender"])))
+    order = [*LABELS, "raw_ort"]
+    rows.sort(
+        key=lambda r: (
+            r["model"],
+            r["mode"],
+            r["concurrency"] or 0,
+            order.index(r["contender"]),
+            r["batch"] or 0,
+        )
+    )
     return rows
 
 
