@@ -7,6 +7,17 @@ from __future__ import annotations
 
 import grpc
 
+CLIENT_TEXT_LIMIT = 80
+
+
+def clip(value: object, limit: int = CLIENT_TEXT_LIMIT) -> str:
+    """A client-supplied value (name, shape, string) for an error message: repr'd and cut to `limit`
+    characters, so a 100 KB name or a rank-10000 shape cannot blow the status message past gRPC's limits."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}… ({len(text)} chars)"
+
 
 class ServeError(Exception):
     """An error the client may see: its message goes out verbatim with `code`."""
@@ -67,6 +78,13 @@ class Cancelled(ServeError):  # noqa: N818 - named after the gRPC status
 
     code = grpc.StatusCode.CANCELLED
     reason = "cancelled"
+
+
+class ResourceExhausted(ServeError):  # noqa: N818 - named after the gRPC status
+    """The request would need more than a configured limit allows (memory budget, live sequences...)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "resource_exhausted"
 
 
 class InternalError(ServeError):
