@@ -34,6 +34,7 @@ from ortserve.export.recipes.train import (
     train_digits_resnet,
     train_digits_sequence,
 )
+from ortserve.export.repository import MODEL_FILENAME, existing_versions
 from ortserve.export.spec import ExportSpec
 
 logger = logging.getLogger(__name__)
@@ -105,10 +106,10 @@ def _trained(path: Path, train: Callable[[], TrainResult], retrain: bool) -> Tra
 
 
 def _latest_export_sha(repository: Path, name: str) -> str | None:
-    versions = sorted((int(p.name) for p in (repository / name).glob("*") if p.name.isdigit()), reverse=True)
+    versions = existing_versions(repository / name)
     if not versions:
         return None
-    model = onnx.load(str(repository / name / str(versions[0]) / "model.onnx"), load_external_data=False)
+    model = onnx.load(str(repository / name / str(versions[-1]) / MODEL_FILENAME), load_external_data=False)
     return {p.key: p.value for p in model.metadata_props}.get("source_sha256")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -22,16 +21,17 @@ from google.protobuf import text_format
 
 from ortserve.export.errors import RepositoryError
 from ortserve.protos import model_config_pb2
+from ortserve.protos import repository_layout as layout
 from ortserve.protos.datatypes import KSERVE_TO_CONFIG, numpy_to_kserve
 
 logger = logging.getLogger(__name__)
 
-CONFIG_FILENAME = "config.pbtxt"
-LABELS_FILENAME = "labels.txt"
+CONFIG_FILENAME = layout.CONFIG_FILENAME
+LABELS_FILENAME = layout.LABELS_FILENAME
+MODEL_FILENAME = layout.DEFAULT_MODEL_FILENAME
 PLATFORM = "onnxruntime_onnx"
 PREFERRED_BATCH_SIZES = (4, 8, 16, 32)
 MAX_QUEUE_DELAY_US = 500
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 
 
 @dataclass(frozen=True)
@@ -54,34 +54,24 @@ class WrittenVersion:
 
 
 def check_model_name(name: str) -> None:
-    if not _NAME.match(name or ""):
-        raise RepositoryError(
-            f"model name {name!r} must be a plain directory name (letters, digits, _ . -; no leading dot)"
-        )
+    """The repository's one model-name rule (ortserve.protos.repository_layout), as a RepositoryError."""
+    try:
+        layout.check_model_name(name)
+    except layout.InvalidModelName as exc:
+        raise RepositoryError(f"model name {name[:80]!r} must be a plain directory name: {exc}") from None
 
 
 def read_labels(path: str | Path) -> list[str]:
-    """One label per line; trailing blank lines are ignored, blank lines inside are an error."""
-    path = Path(path)
+    """The labels file as the server will read it (one reader for both sides)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RepositoryError(f"cannot read labels file {path}: {exc}") from exc
-    while lines and not lines[-1].strip():
-        lines.pop()
-    labels = [line.strip() for line in lines]
-    if not labels:
-        raise RepositoryError(f"labels file {path} is empty")
-    blank = [i + 1 for i, label in enumerate(labels) if not label]
-    if blank:
-        raise RepositoryError(f"labels file {path} has blank lines at {blank[:5]}")
-    return labels
+        return layout.read_labels(Path(path))
+    except layout.InvalidLabels as exc:
+        raise RepositoryError(str(exc)) from exc
 
 
 def existing_versions(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    """Version numbers of the model folder (none when it does not exist yet)."""
+    return list(layout.version_folders(model_dir)) if model_dir.is_dir() else []
 
 
 def graph_tensors(model: onnx.ModelProto) -> tuple[list[TensorInfo], list[TensorInfo]]:
@@ -112,7 +102,7 @@ def build_config(
     if max_batch_size < 1:
         raise RepositoryError(f"--max-batch-size must be >= 1, got {max_batch_size}")
     config = model_config_pb2.ModelConfig(name=name, platform=PLATFORM, max_batch_size=max_batch_size)
-    config.default_model_filename = "model.onnx"
+    config.default_model_filename = MODEL_FILENAME
     for tensor in inputs:
         entry = config.input.add(name=tensor.name, data_type=tensor.data_type, dims=tensor.dims)
         if image_input:
@@ -150,18 +140,20 @@ def write_version(
         raise RepositoryError(f"{model_dir} exists and is not a directory")
     version = max(existing_versions(model_dir), default=0) + 1
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=repository))
+        staging = Path(tempfile.mkdtemp(prefix=f".{name[:40]}.staging-", dir=repository))
     except OSError as exc:
         raise RepositoryError(f"cannot write into model repository {repository}: {exc}") from exc
     try:
         staged_model = staging / name
         staged_version = staged_model / str(version)
         staged_version.mkdir(parents=True)
-        _save_onnx(model, staged_version / "model.onnx")
+        _save_onnx(model, staged_version / MODEL_FILENAME)
         (staged_model / CONFIG_FILENAME).write_text(text_format.MessageToString(config), encoding="utf-8")
         if labels is not None:
-            (staged_model / LABELS_FILENAME).write_text("\n".join(labels) + "\n", encoding="utf-8")
+            (staged_model / LABELS_FILENAME).write_text(layout.format_labels(labels), encoding="utf-8")
         _move_in(staged_model, model_dir, version, has_labels=labels is not None)
+    except layout.InvalidLabels as exc:
+        raise RepositoryError(f"labels for {name!r}: {exc}") from exc
     except OSError as exc:
         raise RepositoryError(f"writing {model_dir} failed: {exc}") from exc
     finally:
@@ -172,7 +164,7 @@ def write_version(
         version=version,
         model_dir=model_dir,
         version_dir=version_dir,
-        model_path=version_dir / "model.onnx",
+        model_path=version_dir / MODEL_FILENAME,
         config_path=model_dir / CONFIG_FILENAME,
         labels_path=model_dir / LABELS_FILENAME if labels is not None else None,
     )

@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-
-
-def read_labels(path: Path) -> list[str]:
-    """One label per line (the line number is the class index), as in Triton's label_filename."""
-    return path.read_text(encoding="utf-8").splitlines()
 
 
 def classify(array: np.ndarray, k: int, labels: Sequence[str], batched: bool) -> np.ndarray:

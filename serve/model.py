@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ortserve.protos import model_config_pb2
+from ortserve.protos import repository_layout as layout
 
 from . import runtime
 from .batcher import INLINE_INFER_S, Batcher, BatchPolicy
-from .classification import read_labels
 from .errors import ModelLoadError
 from .model_config import OnnxTensor, TensorSpec, complete_io, tensor_specs
 from .statistics import ModelRecorder
@@ -63,14 +63,20 @@ class ModelVersion:
         return str(self.version)
 
     @classmethod
-    def load(cls, model_dir: Path, version: int, base: model_config_pb2.ModelConfig, options: LoadOptions):
-        """Create the sessions, complete the config from the model, read labels, warm up (blocking)."""
+    def load(
+        cls,
+        model_dir: Path,
+        version: int,
+        base: model_config_pb2.ModelConfig,
+        options: LoadOptions,
+        version_dir: Path | None = None,
+    ):
+        """Create the sessions, complete the config from the model, read labels, warm up (blocking).
+        `version_dir` defaults to model_dir/VERSION (a bare model file is its own model folder's version)."""
         config = copy.deepcopy(base)
         where = f"model '{config.name}' version {version}"
-        version_dir = model_dir / str(version)
-        model_path = version_dir / config.default_model_filename
-        if not model_path.is_file():
-            raise ModelLoadError(f"{where}: no model file {version}/{config.default_model_filename}")
+        version_dir = model_dir / str(version) if version_dir is None else version_dir
+        model_path = _model_file(model_dir, version_dir, config.default_model_filename, where)
         specs = runtime.instance_specs(config)
         choice = runtime.spinning_choice(config)
         spinning = choice if choice != "auto" else (runtime.SPIN_IN_RUNS if len(specs) == 1 else "0")
@@ -89,15 +95,11 @@ class ModelVersion:
         ]
         providers = sorted({spec.provider for spec in specs})
         config.parameters[PROVIDER_PARAMETER].string_value = ",".join(providers)
-        labels = {}
-        for output in config.output:
-            if output.label_filename:
-                path = model_dir / output.label_filename
-                if not path.is_file():
-                    raise ModelLoadError(
-                        f"{where}: output '{output.name}': label file {output.label_filename} not found"
-                    )
-                labels[output.name] = read_labels(path)
+        labels = {
+            output.name: _labels(model_dir, output, where)
+            for output in config.output
+            if output.label_filename
+        }
         model = cls(
             config.name,
             version,
@@ -182,6 +184,34 @@ class ModelVersion:
         if self.batcher is not None:
             await self.batcher.close()
         self.sessions.clear()
+
+
+def _model_file(model_dir: Path, version_dir: Path, filename: str, where: str) -> Path:
+    """The version's model file, refused when it (or its version folder) leads outside the model folder."""
+    relative = version_dir.relative_to(model_dir).as_posix()
+    try:
+        if relative != ".":
+            layout.inside(model_dir, relative, "version folder")
+        path = layout.inside(version_dir, filename, "default_model_filename", bound=model_dir)
+    except layout.PathOutsideModel as exc:
+        raise ModelLoadError(f"{where}: {exc}") from None
+    if not path.is_file():
+        shown = filename if relative == "." else f"{relative}/{filename}"
+        raise ModelLoadError(f"{where}: no model file {shown}")
+    return path
+
+
+def _labels(model_dir: Path, output, where: str) -> list[str]:
+    """The output's labels file, read by the repository's one reader, from inside the model folder."""
+    try:
+        path = layout.inside(model_dir, output.label_filename, "label_filename")
+        if not path.is_file():
+            raise ModelLoadError(
+                f"{where}: output '{output.name}': label file {output.label_filename} not found"
+            )
+        return layout.read_labels(path)
+    except (layout.PathOutsideModel, layout.InvalidLabels) as exc:
+        raise ModelLoadError(f"{where}: output '{output.name}': {exc}") from None
 
 
 def batch_policy(config: model_config_pb2.ModelConfig) -> BatchPolicy:

@@ -17,14 +17,15 @@ import numpy as np
 from google.protobuf import text_format
 
 from ortserve.protos import model_config_pb2
+from ortserve.protos import repository_layout as layout
 from ortserve.protos.datatypes import CONFIG_TO_KSERVE, KSERVE_TO_CONFIG, KSERVE_TO_NUMPY
 
 from .errors import ModelLoadError
 
-CONFIG_FILENAME = "config.pbtxt"
+CONFIG_FILENAME = layout.CONFIG_FILENAME
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
-DEFAULT_MODEL_FILENAME = "model.onnx"
+DEFAULT_MODEL_FILENAME = layout.DEFAULT_MODEL_FILENAME
 
 # onnxruntime's type strings, derived from the one KServe table (numpy names, except three).
 _ONNX_NAMES = {"float32": "float", "float64": "double", "object": "string"}
@@ -64,21 +65,26 @@ class OnnxTensor:
         )
 
 
-def read_config(model_dir: Path, strict: bool) -> tuple[model_config_pb2.ModelConfig, bool]:
-    """Parse NAME/config.pbtxt; return it and whether it set max_batch_size explicitly (even to 0)."""
+def read_config(model_dir: Path, strict: bool, name: str = "") -> tuple[model_config_pb2.ModelConfig, bool]:
+    """Parse NAME/config.pbtxt; return it and whether it set max_batch_size explicitly (even to 0).
+    `name`: the model's served name (default: the folder's)."""
+    name = name or model_dir.name
     path = model_dir / CONFIG_FILENAME
     config = model_config_pb2.ModelConfig()
     if not path.is_file():
         if strict:
-            raise ModelLoadError(
-                f"model '{model_dir.name}': {CONFIG_FILENAME} is required with --strict-model-config"
-            )
+            raise ModelLoadError(f"model '{name}': {CONFIG_FILENAME} is required with --strict-model-config")
         return config, False
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = layout.inside(model_dir, CONFIG_FILENAME, CONFIG_FILENAME).read_text(encoding="utf-8")
+    except layout.PathOutsideModel as exc:
+        raise ModelLoadError(f"model '{name}': {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"model '{name}': cannot read {CONFIG_FILENAME}: {exc}") from None
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as exc:
-        raise ModelLoadError(f"model '{model_dir.name}': cannot parse {CONFIG_FILENAME}: {exc}") from None
+        raise ModelLoadError(f"model '{name}': cannot parse {CONFIG_FILENAME}: {exc}") from None
     # proto3 cannot tell an explicit 0 from a missing field; the text can.
     return config, bool(re.search(r"^\s*max_batch_size\s*:", text, re.MULTILINE))
 

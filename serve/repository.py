@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ortserve.protos import model_config_pb2
+from ortserve.protos import repository_layout as layout
 
-from .errors import InvalidArgument, ModelLoadError, NotFound, Unavailable
+from .config_support import config_notes
+from .errors import InvalidArgument, ModelLoadError, NotFound, Unavailable, clip
+from .layouts import Layout
 from .metrics import ServerMetrics
 from .model import LoadOptions, ModelVersion
 from .model_config import complete_static, read_config
@@ -48,19 +51,34 @@ class ModelEntry:
     wanted: bool = False  # asked to be loaded (counts for server readiness)
     recorders: dict[int, ModelRecorder] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    warned: set[str] = field(default_factory=set)  # config notes already logged (once per model)
 
 
 def check_model_name(name: str) -> None:
-    """Reject names that are not a single directory entry (traversal, absolute paths, separators)."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or name.startswith("."):
+    """The repository's one model-name rule (protos.repository_layout), as INVALID_ARGUMENT."""
+    try:
+        layout.check_model_name(name)
+    except layout.InvalidModelName as exc:
+        raise InvalidArgument(f"invalid model name '{clip(name)}': {exc}") from None
+
+
+def parse_version(name: str, version: str) -> int | None:
+    """A client's version string: None for '' (the newest), else its number; INVALID_ARGUMENT otherwise."""
+    if not version:
+        return None
+    try:
+        return layout.parse_version(version)
+    except ValueError:
         raise InvalidArgument(
-            f"invalid model name {name!r}: must be one directory name in the model repository"
-        )
+            f"model '{clip(name)}': version '{clip(version)}' is not a version number"
+        ) from None
 
 
-def select_versions(model_dir: Path, policy: model_config_pb2.ModelVersionPolicy) -> list[int]:
+def select_versions(
+    model_dir: Path, policy: model_config_pb2.ModelVersionPolicy, folders: dict[int, Path] | None = None
+) -> list[int]:
     """The numeric version directories the policy picks (latest N by default)."""
-    available = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    available = sorted(layout.version_folders(model_dir) if folders is None else folders)
     choice = policy.WhichOneof("policy_choice")
     if choice == "all":
         chosen = available
@@ -80,17 +98,27 @@ class ModelRepository:
     """Loads, serves and unloads the models of one repository directory. Use inside the event loop."""
 
     def __init__(
-        self, root: Path, metrics: ServerMetrics, options: LoadOptions, on_change: Callable[[], None]
+        self,
+        root: Path,
+        metrics: ServerMetrics,
+        options: LoadOptions,
+        on_change: Callable[[], None],
+        *,
+        model_name: str = "",
+        strict_config_fields: bool = False,
     ):
+        """`model_name`: the name of a single model folder or file (layouts.py); LayoutError if ambiguous."""
         self.root = root
+        self.layout = Layout.detect(root, model_name)
         self._metrics = metrics
         self._options = options
+        self._strict_config_fields = strict_config_fields
         self._on_change = on_change
         self._entries: dict[str, ModelEntry] = {}
 
     def model_names(self) -> list[str]:
-        """Model directories in the repository, sorted."""
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        """The models in the repository, sorted (folders that are not models are skipped)."""
+        return self.layout.model_names()
 
     def _entry(self, name: str) -> ModelEntry:
         entry = self._entries.get(name)
@@ -101,17 +129,19 @@ class ModelRepository:
     async def load(self, name: str) -> None:
         """Load (or reload) every version the policy picks. Raises ModelLoadError with the reason."""
         check_model_name(name)
-        model_dir = self.root / name
-        if not model_dir.is_dir():
-            raise NotFound(f"model '{name}' is not in the model repository")
+        self.layout.model_folder(name)  # NotFound before an entry is made
         entry = self._entry(name)
         async with entry.lock:
             entry.wanted = True
             try:
-                config, max_batch_size_given = read_config(model_dir, self._options.strict)
+                model_dir = self.layout.model_folder(name)
+                config, max_batch_size_given = read_config(model_dir, self._options.strict, name)
+                self._check_fields(entry, config)
+                self.layout.adapt_config(config)
                 complete_static(config, name)
                 complete_instance_groups(config)
-                versions = select_versions(model_dir, config.version_policy)
+                folders = self.layout.version_folders(model_dir)
+                versions = select_versions(model_dir, config.version_policy, folders)
             except ModelLoadError as exc:
                 entry.model_reason = str(exc)
                 log.error("%s", exc)
@@ -120,7 +150,8 @@ class ModelRepository:
             options = LoadOptions(
                 self._options.strict, self._options.default_max_batch_size, max_batch_size_given
             )
-            loaded, failed = await self._load_versions(entry, model_dir, config, versions, options)
+            chosen = {version: folders[version] for version in versions}
+            loaded, failed = await self._load_versions(entry, model_dir, config, chosen, options)
             if failed and entry.versions:
                 # A failed reload: what was serving keeps serving.
                 for model in loaded.values():
@@ -148,13 +179,26 @@ class ModelRepository:
                 ", ".join(sorted({m.provider for m in loaded.values()})),
             )
 
+    def _check_fields(self, entry: ModelEntry, config: model_config_pb2.ModelConfig) -> None:
+        """Warn (once per model) about what config.pbtxt sets that ortserve does not act on; refuse the load
+        instead under --strict-config-fields."""
+        notes = config_notes(config)
+        if notes and self._strict_config_fields:
+            raise ModelLoadError(
+                f"model '{entry.name}': config.pbtxt: {'; '.join(notes)} (refused: --strict-config-fields)"
+            )
+        for note in notes:
+            if note not in entry.warned:
+                entry.warned.add(note)
+                log.warning("model '%s': config.pbtxt: %s", entry.name, note)
+
     async def _load_versions(self, entry: ModelEntry, model_dir: Path, config, versions, options):
         loaded, failed = {}, {}
-        for version in versions:
+        for version, version_dir in versions.items():
             entry.transient[version] = LOADING
             try:
                 loaded[version] = await asyncio.to_thread(
-                    ModelVersion.load, model_dir, version, config, options
+                    ModelVersion.load, model_dir, version, config, options, version_dir
                 )
             except ModelLoadError as exc:
                 failed[version] = str(exc)
@@ -187,8 +231,7 @@ class ModelRepository:
         check_model_name(name)
         entry = self._entries.get(name)
         if entry is None:
-            if not (self.root / name).is_dir():
-                raise NotFound(f"model '{name}' is not in the model repository")
+            self.layout.model_folder(name)  # NotFound when there is no such model
             return
         async with entry.lock:
             old, entry.versions, entry.failed = entry.versions, {}, {}
@@ -205,28 +248,28 @@ class ModelRepository:
         """The ready version asked for (newest when empty); NotFound / Unavailable otherwise."""
         entry = self._entries.get(name)
         if entry is None:
-            raise NotFound(f"unknown model '{name}'")
-        if not version:
+            raise NotFound(f"unknown model '{clip(name)}'")
+        number = parse_version(name, version)
+        if number is None:
             if not entry.versions:
                 raise Unavailable(
                     f"model '{name}' is not ready: "
                     f"{entry.model_reason or _failure_message(name, entry.failed)}"
                 )
             return entry.versions[max(entry.versions)]
-        number = int(version) if version.isdigit() else None
         model = entry.versions.get(number)
         if model is not None:
             return model
         if number in entry.failed or number in entry.transient:
-            raise Unavailable(f"model '{name}' version {version} is not ready")
-        raise NotFound(f"unknown model '{name}' version {version}")
+            raise Unavailable(f"model '{name}' version {number} is not ready")
+        raise NotFound(f"unknown model '{name}' version {number}")
 
     def recorders(self, name: str, version: str = "") -> list[tuple[str, int, ModelRecorder]]:
         """Statistics recorders: of every model, of every version of `name`, or of one version."""
         if name:
             entry = self._entries.get(name)
             if entry is None or (not entry.recorders and not entry.versions):
-                raise NotFound(f"unknown model '{name}'")
+                raise NotFound(f"unknown model '{clip(name)}'")
             if version:
                 self.resolve(name, version)
         entries = [self._entries[name]] if name else [self._entries[n] for n in sorted(self._entries)]
@@ -262,7 +305,10 @@ class ModelRepository:
         return sorted(entry.versions) if entry else []
 
     def is_ready(self) -> bool:
-        """Every model asked to be loaded has all its versions ready."""
+        """The repository holds a model, and every model asked to be loaded has all its versions ready.
+        An empty repository is never ready: a server with nothing to serve must not take traffic."""
+        if not self._entries and not self.model_names():
+            return False
         return all(entry.versions and not entry.failed for entry in self._entries.values() if entry.wanted)
 
     def ready_names(self) -> dict[str, bool]:

@@ -16,6 +16,7 @@ from ortserve.protos import grpc_service_pb2_grpc
 
 from .errors import ServeError
 from .health import HealthReporter
+from .layouts import LayoutError
 from .metrics import ServerMetrics
 from .model import LoadOptions
 from .repository import ModelRepository
@@ -55,9 +56,17 @@ class Server:
         self.health = HealthReporter()
         self._tasks: set[asyncio.Task] = set()
         options = LoadOptions(settings.strict_model_config, settings.default_max_batch_size)
-        self.repository = ModelRepository(
-            Path(settings.model_repository), self.metrics, options, self._changed
-        )
+        try:
+            self.repository = ModelRepository(
+                Path(settings.model_repository),
+                self.metrics,
+                options,
+                self._changed,
+                model_name=settings.model_name,
+                strict_config_fields=settings.strict_config_fields,
+            )
+        except LayoutError as exc:
+            raise StartupError(str(exc)) from None
         limit = settings.max_message_bytes
         self.grpc = grpc.aio.server(
             options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ortserve.protos.repository_layout import model_name_problem
+
 ENV_PREFIX = "ORTSERVE_"
 CONTROL_MODES = ("none", "explicit")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -30,7 +32,9 @@ class ServerSettings:
     """Everything `ortserve serve` can be told."""
 
     model_repository: str = ""
-    """Directory holding the models in Triton's layout (NAME/config.pbtxt, NAME/VERSION/model.onnx)."""
+    """A repository root (NAME/config.pbtxt, NAME/VERSION/model.onnx), one model folder or a bare .onnx."""
+    model_name: str = ""
+    """Name to serve one model folder or bare .onnx file under (default: the folder's name)."""
     grpc_address: str = "127.0.0.1"
     """Address the gRPC (KServe v2) listener binds to."""
     grpc_port: int = 8001
@@ -47,6 +51,8 @@ class ServerSettings:
     """Model to load at start in explicit mode (repeatable; '*' loads all)."""
     strict_model_config: bool = False
     """Require a complete config.pbtxt instead of completing it from the ONNX model."""
+    strict_config_fields: bool = False
+    """Refuse to load a model whose config.pbtxt sets fields or parameters ortserve does not honour."""
     strict_readiness: bool = True
     """ServerReady is true only when every model that should be loaded is ready."""
     default_max_batch_size: int = 32
@@ -77,6 +83,9 @@ class ServerSettings:
             raise SettingsError("--model-repository is required")
         if not repo.is_dir():
             raise SettingsError(f"--model-repository {self.model_repository!r} is not a directory")
+        problem = model_name_problem(self.model_name) if self.model_name else None
+        if problem:
+            raise SettingsError(f"--model-name {self.model_name[:80]!r} is not a valid model name: {problem}")
         for name in ("grpc_port", "metrics_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
