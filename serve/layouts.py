@@ -114,9 +114,9 @@ class Layout:
             self._skipped[name] = reason
             log.warning("model repository: skipping %r: %s", name, reason)
 
-    def model_folder(self, name: str) -> Path:
-        """The folder of model `name`: NotFound when there is no such model, ModelLoadError when it leads
-        outside the repository."""
+    def model_folder(self, name: str, confine: bool = True) -> Path:
+        """The folder of model `name`: NotFound when there is no such model, ModelLoadError (with
+        `confine`) when it leads outside the repository."""
         if self.kind != REPOSITORY:
             if name != self.model_name:
                 raise NotFound(f"model '{clip(name)}' is not in the model repository")
@@ -126,7 +126,8 @@ class Layout:
         if reason:
             raise NotFound(f"model '{clip(name)}' is not in the model repository ({reason})")
         try:
-            layout.inside(self.root, name, "model folder")
+            if confine:
+                layout.inside(self.root, name, "model folder")
         except layout.PathOutsideModel as exc:
             raise ModelLoadError(f"model '{name}': {exc}") from None
         return path

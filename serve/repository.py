@@ -129,7 +129,7 @@ class ModelRepository:
     async def load(self, name: str) -> None:
         """Load (or reload) every version the policy picks. Raises ModelLoadError with the reason."""
         check_model_name(name)
-        self.layout.model_folder(name)  # NotFound before an entry is made
+        self.layout.model_folder(name, confine=False)  # NotFound before an entry is made
         entry = self._entry(name)
         async with entry.lock:
             entry.wanted = True
@@ -231,7 +231,7 @@ class ModelRepository:
         check_model_name(name)
         entry = self._entries.get(name)
         if entry is None:
-            self.layout.model_folder(name)  # NotFound when there is no such model
+            self.layout.model_folder(name, confine=False)  # NotFound when there is no such model
             return
         async with entry.lock:
             old, entry.versions, entry.failed = entry.versions, {}, {}
