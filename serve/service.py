@@ -17,7 +17,7 @@ from importlib import metadata
 from ortserve.protos import grpc_service_pb2 as pb
 from ortserve.protos import grpc_service_pb2_grpc
 
-from .errors import FailedPrecondition, InternalError, InvalidArgument, ServeError, Unavailable
+from .errors import FailedPrecondition, InternalError, InvalidArgument, ServeError, Unavailable, clip
 from .inference import infer
 from .repository import ModelRepository
 
@@ -197,10 +197,10 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             )
         if request.repository_name:
             raise InvalidArgument(
-                f"repository_name {request.repository_name!r} is not supported: there is one repository"
+                f"repository_name '{clip(request.repository_name)}' is not supported: there is one repository"
             )
         unsupported = sorted(set(request.parameters) - {"unload_dependents"})
         if unsupported:
             raise FailedPrecondition(
-                f"model '{request.model_name}': load parameters {unsupported} are not supported"
+                f"model '{clip(request.model_name)}': load parameters {clip(unsupported)} are not supported"
             )

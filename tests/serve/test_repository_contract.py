@@ -180,3 +180,15 @@ def test_unknown_versions_are_not_found(server):
     error = _rpc_error(client.ModelInfer, request("clf", {"input": X}, version="7"))
     assert error.code() == grpc.StatusCode.NOT_FOUND and "version 7" in error.details()
     assert client.ModelInfer(request("clf", {"input": X}, version="1")).model_version == "1"
+
+
+def test_load_requests_with_huge_names_and_parameters_get_short_messages(server):
+    client = stub(server.grpc_address)
+    message = pb.RepositoryModelLoadRequest(model_name="n" * 100_000, repository_name="r" * 100_000)
+    error = _rpc_error(client.RepositoryModelLoad, message)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and len(error.details()) < 300
+    message = pb.RepositoryModelLoadRequest(model_name="n" * 100_000)
+    message.parameters["p" * 100_000].bool_param = True
+    error = _rpc_error(client.RepositoryModelLoad, message)
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION and len(error.details()) < 300
+    _still_answers(client)
