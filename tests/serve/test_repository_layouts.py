@@ -12,6 +12,7 @@ from serverproc import start_server
 
 from ortserve.protos import grpc_service_pb2 as pb
 from ortserve.protos import model_config_pb2
+from ortserve.serve.settings import SettingsError, load_settings
 
 X = np.array([[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]], np.float32)
 
@@ -107,3 +108,11 @@ def _rpc_error(call, message) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as error:
         call(message)
     return error.value
+
+
+@pytest.mark.parametrize("name", ["a/b", ".hidden", "x" * 256])
+def test_an_invalid_model_name_is_a_settings_error(tmp_path, name):
+    with pytest.raises(SettingsError, match="--model-name .* is not a valid model name"):
+        load_settings(["--model-repository", str(tmp_path), "--model-name", name], {})
+    environ = {"ORTSERVE_MODEL_NAME": "isvc"}
+    assert load_settings(["--model-repository", str(tmp_path)], environ).model_name == "isvc"
