@@ -49,6 +49,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     ),
     "dynamic_batching.default_queue_policy.max_queue_size": (HONOURED, "more queued requests: UNAVAILABLE"),
     "sequence_batching": (HONOURED, "stateful sequences (correlation id, start/end flags)"),
+    "ensemble_scheduling": (REFUSED, "not supported: the load fails"),
     "instance_group.name": (HONOURED, "names the instance"),
     "instance_group.kind": (HONOURED, "KIND_CPU, KIND_GPU (CUDA, never a silent CPU fallback), KIND_AUTO"),
     "instance_group.count": (HONOURED, "onnxruntime sessions per device"),

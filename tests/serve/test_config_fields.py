@@ -121,3 +121,10 @@ def test_strict_config_fields_refuses_the_load(repo):
         with pytest.raises(grpc.RpcError) as error:
             client.ModelInfer(request("loose", {"input": X}))
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_fields_that_refuse_the_load_are_not_called_ignored():
+    config = _config(
+        'ensemble_scheduling { step [ { model_name: "a" } ] }\ninput [ { name: "x" reshape { } } ]'
+    )
+    assert config_support.unhonoured_fields(config) == []
