@@ -99,8 +99,11 @@ def validate_step(
         problems += _whole_sequences(session, injection, spec, states, rng, report)
         _finish(report, started, problems, None)
         exported, streamed_in_torch = _streamed(session, injection, spec, states, rng, report)
-    # PyTorch itself streamed off its prefix output: the model's property, not the exporter's.
-    _finish(report, started, streamed_in_torch + exported, StreamingProofError if streamed_in_torch else None)
+    # When PyTorch itself, streamed, misses its prefix output, the model cannot stream (the step graph then
+    # misses it the same way: not listed twice); otherwise a mismatch is the exporter's.
+    if streamed_in_torch:
+        _finish(report, started, streamed_in_torch, StreamingProofError)
+    _finish(report, started, exported, None)
     return report
 
 

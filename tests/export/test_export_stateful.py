@@ -17,6 +17,7 @@ from export_models import (
 from google.protobuf import text_format
 
 from ortserve.export.api import export_model
+from ortserve.export.cli import main
 from ortserve.export.errors import SpecError
 from ortserve.export.spec import ExportSpec
 from ortserve.export.stateful import state_tensors
@@ -205,3 +206,33 @@ def test_dynamo_step_graph(repo: Path) -> None:
     result = export_model(model, spec(exporter="dynamo"), repository=repo, name="two_dynamo")
     assert result.exporter == "dynamo" and result.report.ok
     assert stream_against_torch(result.model_path, model, state_tensors(model)) < 1e-4
+
+
+def cli(repo: Path, factory: str, name: str, *extra: str) -> int:
+    argv = ["--factory", f"export_models:{factory}", "--factory-kwargs", '{"features": 6}', "--input-shape"]
+    argv += ["10,6", "--stateful", "--exporter", "torchscript", "--repository", str(repo), "--name", name]
+    return main([*argv, *extra, "-q"])
+
+
+def test_cli_stateful_server_and_client_configs(repo: Path, capsys) -> None:
+    assert cli(repo, "make_two_recurrent", "two") == 0
+    assert "two" in capsys.readouterr().out
+    assert [s.input_name for s in config_of(repo / "two").sequence_batching.state] == [
+        "h_in_0",
+        "c_in_0",
+        "h_in_1",
+    ]
+    assert cli(repo, "make_two_recurrent", "two_carried", "--state", "client") == 0
+    carried = config_of(repo / "two_carried")
+    assert not carried.HasField("sequence_batching")
+    assert [t.name for t in carried.input] == ["input", "h_in_0", "c_in_0", "h_in_1"]
+
+
+def test_cli_refuses_a_model_that_cannot_stream(repo: Path, capsys) -> None:
+    assert cli(repo, "make_averaging_lstm", "averaging") == 1
+    err = capsys.readouterr().err
+    assert "not a function of its recurrent state and the current chunk" in err
+    assert files_under(repo) == {}
+    assert cli(repo, "make_rnn", "bi", "--factory-kwargs", '{"features": 6, "bidirectional": true}') == 1
+    assert "cannot stream" in capsys.readouterr().err
+    assert files_under(repo) == {}
