@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import json
 import logging
 import os
 import signal
@@ -35,11 +37,16 @@ from ortserve.export.recipes.train import (
     train_digits_sequence,
 )
 from ortserve.export.spec import ExportSpec
+from ortserve.export.streaming import CarriedState, StreamAgreement, stream_rows
 
 logger = logging.getLogger(__name__)
 
 RESNET_NAME = "digits_resnet"
 LSTM_NAME = "digits_lstm"
+STREAM_NAME = "digits_lstm_stream"
+# The same step graph also serves with server-held state (sequence_batching); this server path carries the
+# state in the client, so every replica can continue every sequence.
+STREAM_STATE = "client"
 ACCURACY_TOLERANCE = 0.005
 LISTENING_PREFIX = "ORTSERVE_LISTENING"
 
@@ -206,6 +213,14 @@ def _measure(
     )
 
 
+def _stream(client: InferenceClient, model: torch.nn.Module, sequences: np.ndarray) -> StreamAgreement:
+    """Every held-out sequence row by row through the server, each running prediction against PyTorch's."""
+    parameter = client.model_config(STREAM_NAME).parameters["stateful"].string_value
+    states = json.loads(parameter)["states"]
+    infer = functools.partial(client.infer, STREAM_NAME)
+    return stream_rows(lambda: CarriedState(infer, states), model, sequences, name=STREAM_NAME)
+
+
 def _report(results: Sequence[ServedAccuracy], grpc_address: str, metrics_address: str) -> str:
     header = (
         f"{'model':<14} {'samples':>7} {'served acc':>10} {'pytorch acc':>11} {'agree':>5} "
@@ -264,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         ExportSpec.image(image_size, input_dtype="uint8", mean=models.IMAGENET_MEAN, std=models.IMAGENET_STD),
     )
     _export(args.repository, LSTM_NAME, lstm, lstm_model, ExportSpec.sequence(8, 8))
+    stream_spec = ExportSpec.sequence(8, 8, stateful=True, state=STREAM_STATE)
+    _export(args.repository, STREAM_NAME, lstm, lstm_model, stream_spec)
 
     grey, labels = digits.heldout_grey_images()
     images = digits.load_image_split(image_size)
@@ -306,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
                     latency_calls,
                 ),
             ]
+            streamed = _stream(client, lstm_model, sequences.x_test[:samples])
         _say("\n" + _report(results, grpc_address, metrics_address))
+        _say(streamed.summary())
         if args.keep_serving:
             _say("\nThe server keeps serving; press Ctrl-C to stop it.")
             try:
@@ -317,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
         code = _stop_server(process)
         _say(f"server stopped (exit code {code})")
     failed = [r.model for r in results if not r.agrees]
+    if not streamed.agrees:
+        sys.stderr.write(
+            f"ortserve quickstart: streamed {STREAM_NAME} predictions differ from PyTorch's on the prefix\n"
+        )
+        return 1
     if failed:
         sys.stderr.write(
             f"ortserve quickstart: served accuracy differs from PyTorch's by more than "

@@ -22,6 +22,7 @@ from torch import nn
 from ortserve.export.errors import ValidationError
 from ortserve.export.spec import ExportSpec
 from ortserve.export.stateful import StateInjection, StateTensor, step_names
+from ortserve.export.streaming import CarriedState
 from ortserve.export.validate import OutputCheck, ValidationReport, _first_line, compare, random_input
 
 PROOF_CHUNKS: tuple[int, ...] = (1, 3, 1, 17)
@@ -34,28 +35,6 @@ NOT_STREAMABLE = (
 
 class StreamingProofError(ValidationError):
     """The step graph reproduces whole sequences, but not a sequence streamed in chunks."""
-
-
-class OrtSequence:
-    """One batch of sequences streamed through an onnxruntime step graph, the state carried by the caller
-    (this object): `step(chunk)` returns the user outputs after the chunk, starting from zero state."""
-
-    def __init__(self, session: ort.InferenceSession, input_name: str, states: Sequence[StateTensor]):
-        self.session = session
-        self.input_name = input_name
-        self.states = list(states)
-        self.output_names = [o.name for o in session.get_outputs()]
-        self._carried: list[np.ndarray] | None = None
-
-    def step(self, chunk: np.ndarray) -> list[np.ndarray]:
-        if self._carried is None:
-            self._carried = [np.zeros((chunk.shape[0], *s.dims), np.float32) for s in self.states]
-        feeds = {self.input_name: chunk}
-        feeds.update({s.input_name: value for s, value in zip(self.states, self._carried, strict=True)})
-        results = self.session.run(None, feeds)
-        user = len(results) - len(self.states)
-        self._carried = [np.asarray(value) for value in results[user:]]
-        return [np.asarray(value) for value in results[:user]]
 
 
 def load_session(path: str | Path) -> ort.InferenceSession:
@@ -211,7 +190,7 @@ def _streamed(
     names = [o.name for o in session.get_outputs()][: len(session.get_outputs()) - len(states)]
     for batch in PROOF_BATCHES:
         sequence = random_input(rng, (batch, total, features), spec)
-        stream = OrtSequence(session, spec.input_name, states)
+        stream = CarriedState(_runner(session), [s.to_dict() for s in states], spec.input_name)
         carried = [torch.zeros((batch, *s.dims)) for s in states]
         end = 0
         for number, length in enumerate(PROOF_CHUNKS, start=1):
@@ -231,7 +210,8 @@ def _streamed(
                         f"PyTorch on the prefix of {end} steps: {check.problem}"
                     )
             try:
-                got = stream.step(chunk)
+                streamed = stream.step(chunk)
+                got = [streamed[name] for name in names]
             except Exception as exc:  # noqa: BLE001 - reported like any mismatch
                 exported.append(f"{where}: onnxruntime failed: {_first_line(exc)}")
                 break
@@ -245,6 +225,15 @@ def _streamed(
                         f"{check.problem}"
                     )
     return exported, in_torch
+
+
+def _runner(session: ort.InferenceSession):
+    names = [o.name for o in session.get_outputs()]
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(names, session.run(None, feeds), strict=True))
+
+    return run
 
 
 def _last_steps(prefix_out: np.ndarray, chunk_out: np.ndarray, prefix_len: int, chunk_len: int) -> np.ndarray:

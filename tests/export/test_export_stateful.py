@@ -19,9 +19,11 @@ from google.protobuf import text_format
 from ortserve.export.api import export_model
 from ortserve.export.cli import main
 from ortserve.export.errors import SpecError
+from ortserve.export.recipes import digits
 from ortserve.export.spec import ExportSpec
 from ortserve.export.stateful import state_tensors
-from ortserve.export.stateful_proof import NOT_STREAMABLE, OrtSequence, StreamingProofError, load_session
+from ortserve.export.stateful_proof import NOT_STREAMABLE, StreamingProofError, load_session
+from ortserve.export.streaming import CarriedState, onnxruntime_sequences, stream_rows
 from ortserve.protos import model_config_pb2
 
 FEATURES = 6
@@ -56,11 +58,14 @@ def stream_against_torch(path: Path, model: torch.nn.Module, states, chunks=(2, 
     """Stream a random sequence through the file with the state carried; the worst gap to PyTorch."""
     session = load_session(path)
     sequence = np.random.default_rng(7).standard_normal((batch, sum(chunks), FEATURES), dtype=np.float32)
-    stream = OrtSequence(session, "input", states)
+    names = [o.name for o in session.get_outputs()]
+    stream = CarriedState(
+        lambda feeds: dict(zip(names, session.run(None, feeds), strict=True)), [s.to_dict() for s in states]
+    )
     worst, end = 0.0, 0
     for length in chunks:
         end += length
-        got = stream.step(sequence[:, end - length : end])[0]
+        got = stream.step(sequence[:, end - length : end])["output"]
         with torch.no_grad():
             want = model(torch.from_numpy(sequence[:, :end])).numpy()
         if want.ndim == 3:
@@ -236,3 +241,39 @@ def test_cli_refuses_a_model_that_cannot_stream(repo: Path, capsys) -> None:
     assert cli(repo, "make_rnn", "bi", "--factory-kwargs", '{"features": 6, "bidirectional": true}') == 1
     assert "cannot stream" in capsys.readouterr().err
     assert files_under(repo) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["lstm", "gru"])
+def test_digits_model_streams_row_by_row_like_pytorch(trained_digits, repo: Path, which: str) -> None:
+    model = trained_digits.torch_model(which)
+    stream_spec = ExportSpec.sequence(8, 8, stateful=True, exporter="torchscript")
+    result = export_model(model, stream_spec, repository=repo, name=f"digits_{which}_stream")
+    sequences = digits.load_sequence_split().x_test
+    agreement = stream_rows(onnxruntime_sequences(result.model_path), model, sequences, name=result.name)
+    assert agreement.steps == len(sequences) * 8
+    assert agreement.agrees, agreement.summary()
+    assert agreement.max_abs < 1e-4
+
+
+def test_stream_rows_notices_a_stream_that_forgets_its_state(repo: Path) -> None:
+    # Steps sent as if each row began a new sequence: the running prediction must be caught out.
+    model = make_rnn(cell="gru", features=FEATURES, hidden=8)
+    result = export_model(model, spec(), repository=repo, name="gru")
+    open_sequence = onnxruntime_sequences(result.model_path)
+    sequences = np.random.default_rng(3).standard_normal((4, 6, FEATURES), dtype=np.float32)
+
+    class Forgetful:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return None
+
+        def step(self, chunk):
+            with open_sequence() as fresh:
+                return fresh.step(chunk)
+
+    assert stream_rows(open_sequence, model, sequences, name="gru").agrees
+    forgetful = stream_rows(Forgetful, model, sequences, name="gru")
+    assert forgetful.max_abs > 1e-3 and "DIFFERS" in forgetful.summary()
