@@ -2,7 +2,9 @@
 
 Trains (or reuses) the digits ResNet and LSTM, exports them with validation into a model repository,
 starts the server, sends every held-out digit through the client (`classify`, `predict_sequences`),
-and reports served accuracy next to PyTorch's on the same samples, latency and throughput.
+and reports served accuracy next to PyTorch's on the same samples, latency and throughput. The LSTM is also
+exported as a stateful step model and every held-out sequence is streamed row by row through the server,
+each running prediction checked against PyTorch's on that prefix.
 The served accuracy must equal PyTorch's within 0.5 points, or the command fails.
 """
 
