@@ -277,3 +277,30 @@ def test_stream_rows_notices_a_stream_that_forgets_its_state(repo: Path) -> None
     assert stream_rows(open_sequence, model, sequences, name="gru").agrees
     forgetful = stream_rows(Forgetful, model, sequences, name="gru")
     assert forgetful.max_abs > 1e-3 and "DIFFERS" in forgetful.summary()
+
+
+class TwiceCalled(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = torch.nn.GRU(FEATURES, FEATURES, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(self.rnn(x)[0])[0][:, -1]
+
+
+def test_recurrent_module_called_twice_is_refused(repo: Path) -> None:
+    model = TwiceCalled()
+    with pytest.raises(SpecError, match="called more than once in one forward"):
+        export_model(model, spec(), repository=repo, name="twice")
+    assert files_under(repo) == {}
+    assert_unchanged(model, snapshot(model))
+
+
+def test_lstm_with_projection_carries_projected_hidden_state(repo: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.LSTM(FEATURES, 8, num_layers=2, proj_size=3, batch_first=True)
+    states = state_tensors(model)
+    assert [(s.input_name, s.dims, s.module) for s in states] == [
+        ("h_in_0", (2, 3), "<model>"),
+        ("c_in_0", (2, 8), "<model>"),
+    ]
