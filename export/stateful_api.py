@@ -32,7 +32,7 @@ from ortserve.export.repository import (
     write_version,
 )
 from ortserve.export.spec import STATE_MODES, ExportSpec
-from ortserve.export.stateful import StateInjection, StateTensor, export_step, state_tensors
+from ortserve.export.stateful import StateInjection, StateTensor, export_step, state_tensors, zero_states
 from ortserve.export.stateful_proof import StreamingProofError, validate_step
 from ortserve.export.validate import ValidationReport, random_input
 from ortserve.protos import model_config_pb2
@@ -132,10 +132,12 @@ def export_stateful(
     try:
         with torch.no_grad(), StateInjection(model, states) as injection:
             reference, _ = injection.run(example, None)
+            from_zeros, _ = injection.run(example, zero_states(states, trace_shape[0]))
     except SpecError:
         raise
     except Exception as exc:  # noqa: BLE001 - the user's model failing on the example is a user error
         raise ExportError(f"the model fails on the example input {list(trace_shape)}: {exc}") from exc
+    _check_zero_start(reference, from_zeros, spec)
     if labels is not None:
         _check_labels(labels, reference[0].detach().numpy())
 
@@ -195,6 +197,21 @@ def export_stateful(
         outputs=tuple(t for t in outputs if t.name in visible),
         seconds=time.monotonic() - started,
     )
+
+
+def _check_zero_start(
+    reference: list[torch.Tensor], from_zeros: list[torch.Tensor], spec: ExportSpec
+) -> None:
+    """A stream starts from zero state: a forward that gives its recurrent modules another initial state
+    (a learned h0, say) would answer the first chunk differently from the model."""
+    atol, rtol = spec.tolerance
+    for index, (own, zeros) in enumerate(zip(reference, from_zeros, strict=True)):
+        if not torch.allclose(own, zeros, atol=atol, rtol=rtol):
+            raise SpecError(
+                f"the model's forward starts its recurrent modules from a non-zero initial state (output "
+                f"{index} differs by up to {float((own - zeros).abs().max()):.3g} from a start at zeros); a "
+                "stream starts every sequence from zero state"
+            )
 
 
 def _export_and_prove(

@@ -304,3 +304,19 @@ def test_lstm_with_projection_carries_projected_hidden_state(repo: Path) -> None
         ("h_in_0", (2, 3), "<model>"),
         ("c_in_0", (2, 8), "<model>"),
     ]
+
+
+class LearnedStart(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = torch.nn.GRU(FEATURES, 4, batch_first=True)
+        self.h0 = torch.nn.Parameter(torch.full((1, 1, 4), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x, self.h0.expand(1, x.shape[0], 4).contiguous())[0][:, -1]
+
+
+def test_model_with_its_own_initial_state_is_refused(repo: Path) -> None:
+    with pytest.raises(SpecError, match="non-zero initial state"):
+        export_model(LearnedStart(), spec(), repository=repo, name="learned")
+    assert files_under(repo) == {}
