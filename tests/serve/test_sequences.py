@@ -4,17 +4,22 @@ protocol errors, idle expiry, unload, and the same file served as a plain model 
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+import test_tritonclient_conformance as conformance
 from kserve import outputs, request, sample, scrape, stub
 from sequence_models import FEATURES, HIDDEN, LAYERS, write_step_model
 
 from ortserve.protos import grpc_service_pb2 as pb
 
 CHUNKS = (1, 3, 1, 5, 2)
+tritonclient_venv = conformance.tritonclient_python  # the fixture: Python of the tritonclient venv
 
 
 def step(model, x, sequence_id, start=False, end=False, request_id=""):
@@ -235,3 +240,43 @@ def test_unload_drops_live_sequences(tmp_path, start_ortserve):
         client.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="gru_seq"))
         code, details = code_of(client.ModelInfer, step("gru_seq", x, 2))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "sequence_start" in details
+
+
+def test_tritonclient_sequence_api_streams_with_server_held_state(
+    tritonclient_venv,
+    seq_server,
+    nets,
+    tmp_path,  # noqa: F811 - the imported fixture
+):
+    rng = np.random.default_rng(6)
+    sequences = {}
+    for name, sequence_id, chunks in (("numbered", 31337, (1, 2, 1)), ("named", "sensor-7", (3, 1))):
+        x = rng.standard_normal((sum(chunks), FEATURES)).astype(np.float32)
+        pieces = [x[lo:hi].tolist() for lo, hi in chunk_bounds(chunks)]
+        sequences[name] = {"id": sequence_id, "chunks": pieces, "x": x, "bounds": chunk_bounds(chunks)}
+    spec = {
+        "url": seq_server.grpc_address,
+        "model": "lstm_seq",
+        "sequences": {n: {"id": s["id"], "chunks": s["chunks"]} for n, s in sequences.items()},
+    }
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
+    run = subprocess.run(
+        [
+            str(tritonclient_venv),
+            str(Path(__file__).with_name("tritonclient_sequence_check.py")),
+            spec_path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-5000:]
+    report = json.loads(run.stdout)
+    for name, sequence in sequences.items():
+        for (_, hi), got in zip(sequence["bounds"], report["answers"][name], strict=True):
+            want = nets["lstm_seq"].prefix_output(sequence["x"][None, :hi])
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+    assert "INVALID_ARGUMENT" in report["errors"]["ended"] and "31337" in report["errors"]["ended"]
+    assert "INVALID_ARGUMENT" in report["errors"]["no_id"]
+    assert {"sequence", "sequence(string_id)"} <= set(report["extensions"])
