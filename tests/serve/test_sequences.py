@@ -219,6 +219,11 @@ def test_the_same_file_without_sequence_batching_shows_its_state(client, nets):
         state = {"h_in_0": got["h_out_0"], "c_in_0": got["c_out_0"]}
         want = nets["lstm_plain"].prefix_output(x[:, :hi])
         np.testing.assert_allclose(got["output"], want, rtol=1e-4, atol=1e-5)
+    # Sequence parameters sent to a model without sequence_batching are ignored, as Triton does.
+    message = request("lstm_plain", {"input": x[:, :1], **state})
+    message.parameters["sequence_id"].uint64_param = 5
+    message.parameters["sequence_end"].bool_param = True
+    assert set(outputs(client.ModelInfer(message))) == {"output", "h_out_0", "c_out_0"}
 
 
 def test_unload_drops_live_sequences(tmp_path, start_ortserve):
