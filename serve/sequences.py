@@ -102,6 +102,8 @@ class SequenceBatcher:
                 self._live.move_to_end(sequence.id)
             if previous is None or previous.done():
                 done.set_result(None)
+                if sequence.tail is done:
+                    sequence.tail = None  # an idle sequence keeps no future alive
             else:  # cancelled while an earlier step still runs: the next one waits for that one too
                 previous.add_done_callback(lambda _: done.done() or done.set_result(None))
 
