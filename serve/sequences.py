@@ -97,7 +97,7 @@ class SequenceBatcher:
             if end and self._live.get(sequence.id) is sequence:
                 del self._live[sequence.id]
                 self._metrics.sequence_ended += 1
-                self._metrics.sequences_live = len(self._live)
+                self._metrics.sequences_live -= 1
             elif self._live.get(sequence.id) is sequence:
                 self._live.move_to_end(sequence.id)
             if previous is None or previous.done():
@@ -131,8 +131,9 @@ class SequenceBatcher:
                         f"(max_candidate_sequences {self.policy.max_sequences}); end or let one expire first"
                     )
                 sequence = LiveSequence(flags.id, rows, time.monotonic())
+                if flags.id not in self._live:
+                    self._metrics.sequences_live += 1
                 self._live[flags.id] = sequence
-                self._metrics.sequences_live = len(self._live)
             sequence.rows = rows
             self._metrics.sequence_started += 1
         elif sequence is None or sequence.ending:
@@ -189,7 +190,7 @@ class SequenceBatcher:
                 del self._live[key]
             if expired:
                 self._metrics.sequence_expired += len(expired)
-                self._metrics.sequences_live = len(self._live)
+                self._metrics.sequences_live -= len(expired)
                 log.info("model %s: %d idle sequence(s) expired", self.name, len(expired))
             await asyncio.sleep(max(wait_s, MIN_TIMER_S))
 
@@ -201,5 +202,6 @@ class SequenceBatcher:
         await asyncio.gather(self._timer, return_exceptions=True)
         if self._live:
             log.info("model %s: unloaded with %d live sequence(s)", self.name, len(self._live))
+        # A reload's new version shares the metrics and may have sequences already: subtract, never reset.
+        self._metrics.sequences_live -= len(self._live)
         self._live.clear()
-        self._metrics.sequences_live = 0
