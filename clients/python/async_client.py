@@ -230,6 +230,7 @@ class AsyncInferenceClient:
         outputs: Iterable[str] | str | None = None,
         version: Version = None,
         timeout: float | None = None,
+        transport: str = "stream",
     ) -> AsyncStreamedSequence:
         """`async with client.sequence(model) as s: await s.step(chunk)`; see InferenceClient.sequence."""
-        return AsyncStreamedSequence(self, model, sequence_id, outputs, version, timeout)
+        return AsyncStreamedSequence(self, model, sequence_id, outputs, version, timeout, transport)

@@ -234,6 +234,7 @@ class InferenceClient:
         outputs: Iterable[str] | str | None = None,
         version: Version = None,
         timeout: float | None = None,
+        transport: str = "stream",
     ) -> StreamedSequence:
         """A context manager streaming one sequence through a stateful model, one chunk per `step`.
 
@@ -241,5 +242,8 @@ class InferenceClient:
         the sequence so far. The server keeps the state when the model has sequence_batching (ids and
         START/END are handled: a random uint64 id unless `sequence_id` gives an int or a string); a plain
         model with state inputs NAME_in[_K] and outputs NAME_out[_K] gets its state carried by the client.
+        `transport`: "stream" (one ModelStreamInfer stream per server-held sequence: cheaper per step, but a
+        failed step is InferenceServerError with code UNKNOWN) or "unary" (ModelInfer calls, status codes
+        kept); see ortserve.client.sequence_session.
         """
-        return StreamedSequence(self, model, sequence_id, outputs, version, timeout)
+        return StreamedSequence(self, model, sequence_id, outputs, version, timeout, transport)
