@@ -186,3 +186,29 @@ def test_idle_sequences_expire_and_close_fails_waiting_steps():
             await sequences.run(SequenceFlags(6, True, False), chunk(1.0), 1, ["out"])
 
     asyncio.run(_with_batcher(CONFIG % (50_000, 8), body))
+
+
+def test_complete_io_leaves_the_state_out_of_the_clients_tensors():
+    from google.protobuf import text_format
+
+    from ortserve.serve.model_config import complete_io
+
+    def completed(text):
+        config = text_format.Parse(text, mc.ModelConfig(name="sum"))
+        complete_io(
+            config,
+            ONNX_INPUTS,
+            ONNX_OUTPUTS,
+            max_batch_size_given=True,
+            strict=False,
+            default_max_batch_size=8,
+        )
+        return config
+
+    config = completed(CONFIG % (1, 4))
+    assert [t.name for t in config.input] == ["x"] and [t.name for t in config.output] == ["out"]
+    listed = CONFIG % (1, 4) + '\ninput [ { name: "total_in" data_type: TYPE_FP32 dims: [1] } ]'
+    with pytest.raises(ModelLoadError, match="'total_in' is a sequence_batching state"):
+        completed(listed)
+    plain = completed("max_batch_size: 8")  # the same file without sequence_batching: state is visible
+    assert [t.name for t in plain.input] == ["x", "total_in"]
