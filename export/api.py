@@ -67,6 +67,19 @@ def export_model(
     Raises an ExportError subclass (ValidationError listing every mismatch, ExporterError, RepositoryError)
     and writes nothing unless the ONNX model agrees with PyTorch at every validated shape.
     """
+    if spec.stateful:
+        from ortserve.export.stateful_api import export_stateful  # it imports this module
+
+        return export_stateful(
+            model,
+            spec,
+            repository=repository,
+            name=name,
+            labels=labels,
+            source=source,
+            checkpoint_sha256=checkpoint_sha256,
+            max_batch_size=max_batch_size,
+        )
     started = time.monotonic()
     check_model_name(name)
     if max_batch_size < 1:

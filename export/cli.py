@@ -23,6 +23,7 @@ from ortserve.export.spec import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PRECISIONS,
+    STATE_MODES,
     ExportSpec,
     parse_dynamic_axes,
 )
@@ -104,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=PRECISIONS,
         default="fp32",
         help="fp16: float16 weights and arithmetic (for GPUs), inputs and outputs unchanged (default fp32)",
+    )
+    check.add_argument(
+        "--stateful",
+        action="store_true",
+        help="export a streaming step model: each LSTM/GRU's state is carried between requests, proven by "
+        "streaming sequences in chunks against PyTorch on every prefix (sequence models)",
+    )
+    check.add_argument(
+        "--state",
+        choices=STATE_MODES,
+        default="server",
+        help="with --stateful: server (config sequence_batching keeps each sequence's state; default) or "
+        "client (state inputs/outputs visible, the client carries the state)",
     )
     check.add_argument("--atol", type=float, help="absolute tolerance (default 1e-4; fp16 0.1)")
     check.add_argument("--rtol", type=float, help="relative tolerance (default 1e-3; fp16 0.01)")
@@ -222,6 +236,8 @@ def spec_from_args(args: argparse.Namespace) -> ExportSpec:
         precision=args.precision,
         exporter=args.exporter,
         dynamic_axes=parse_dynamic_axes(args.dynamic_axes) if args.dynamic_axes else None,
+        stateful=args.stateful,
+        state=args.state,
     )
     if kind == "sequence":
         if not args.input_shape:

@@ -2,7 +2,9 @@
 
 Trains (or reuses) the digits ResNet and LSTM, exports them with validation into a model repository,
 starts the server, sends every held-out digit through the client (`classify`, `predict_sequences`),
-and reports served accuracy next to PyTorch's on the same samples, latency and throughput.
+and reports served accuracy next to PyTorch's on the same samples, latency and throughput. The LSTM is also
+exported as a stateful step model and every held-out sequence is streamed row by row through the server,
+each running prediction checked against PyTorch's on that prefix.
 The served accuracy must equal PyTorch's within 0.5 points, or the command fails.
 """
 
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import json
 import logging
 import os
 import signal
@@ -36,11 +40,16 @@ from ortserve.export.recipes.train import (
 )
 from ortserve.export.repository import MODEL_FILENAME, existing_versions
 from ortserve.export.spec import ExportSpec
+from ortserve.export.streaming import CarriedState, StreamAgreement, stream_rows
 
 logger = logging.getLogger(__name__)
 
 RESNET_NAME = "digits_resnet"
 LSTM_NAME = "digits_lstm"
+STREAM_NAME = "digits_lstm_stream"
+# The same step graph also serves with server-held state (sequence_batching); this server path carries the
+# state in the client, so every replica can continue every sequence.
+STREAM_STATE = "client"
 ACCURACY_TOLERANCE = 0.005
 LISTENING_PREFIX = "ORTSERVE_LISTENING"
 
@@ -207,6 +216,14 @@ def _measure(
     )
 
 
+def _stream(client: InferenceClient, model: torch.nn.Module, sequences: np.ndarray) -> StreamAgreement:
+    """Every held-out sequence row by row through the server, each running prediction against PyTorch's."""
+    parameter = client.model_config(STREAM_NAME).parameters["stateful"].string_value
+    states = json.loads(parameter)["states"]
+    infer = functools.partial(client.infer, STREAM_NAME)
+    return stream_rows(lambda: CarriedState(infer, states), model, sequences, name=STREAM_NAME)
+
+
 def _report(results: Sequence[ServedAccuracy], grpc_address: str, metrics_address: str) -> str:
     header = (
         f"{'model':<14} {'samples':>7} {'served acc':>10} {'pytorch acc':>11} {'agree':>5} "
@@ -265,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         ExportSpec.image(image_size, input_dtype="uint8", mean=models.IMAGENET_MEAN, std=models.IMAGENET_STD),
     )
     _export(args.repository, LSTM_NAME, lstm, lstm_model, ExportSpec.sequence(8, 8))
+    stream_spec = ExportSpec.sequence(8, 8, stateful=True, state=STREAM_STATE)
+    _export(args.repository, STREAM_NAME, lstm, lstm_model, stream_spec)
 
     grey, labels = digits.heldout_grey_images()
     images = digits.load_image_split(image_size)
@@ -307,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                     latency_calls,
                 ),
             ]
+            streamed = _stream(client, lstm_model, sequences.x_test[:samples])
         _say("\n" + _report(results, grpc_address, metrics_address))
+        _say(streamed.summary())
         if args.keep_serving:
             _say("\nThe server keeps serving; press Ctrl-C to stop it.")
             try:
@@ -323,8 +344,11 @@ def main(argv: list[str] | None = None) -> int:
             f"ortserve quickstart: served accuracy differs from PyTorch's by more than "
             f"{ACCURACY_TOLERANCE:.1%} for {', '.join(failed)}\n"
         )
-        return 1
-    return 0
+    if not streamed.agrees:
+        sys.stderr.write(
+            f"ortserve quickstart: streamed {STREAM_NAME} predictions differ from PyTorch's on the prefix\n"
+        )
+    return 1 if failed or not streamed.agrees else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ KINDS = ("image", "sequence")
 INPUT_DTYPES = ("uint8", "float32")
 EXPORTERS = ("auto", "dynamo", "torchscript")
 PRECISIONS = ("fp32", "fp16")
+STATE_MODES = ("server", "client")
 # (atol, rtol) when the spec gives none. fp16 keeps about 3 significant digits, and its error grows with the
 # activations' scale (0.06 on random-weight ResNet-50 logits of ~110): onnxruntime's own fp16 parity checks
 # allow atol 0.1 (rtol 0.05; 0.01 here).
@@ -87,6 +88,10 @@ class ExportSpec:
     """auto (dynamo, falling back to torchscript), dynamo or torchscript."""
     seed: int = 0
     """Seed of the random validation inputs."""
+    stateful: bool = False
+    """Export a streaming step graph: each LSTM/GRU state is an extra input and output (see stateful.py)."""
+    state: str = "server"
+    """stateful only: server (config sequence_batching keeps the state) or client (the client carries it)."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -113,6 +118,10 @@ class ExportSpec:
                 raise SpecError(f"mean and std need {channels} values (one per channel)")
             if any(s <= 0 for s in self.preprocessing.std):
                 raise SpecError("std values must be positive")
+        if self.state not in STATE_MODES:
+            raise SpecError(f"state must be one of {STATE_MODES}, got {self.state!r}")
+        if self.stateful and self.kind != "sequence":
+            raise SpecError("a stateful (streaming) export needs a sequence model ([B, T, F] input)")
         if min(self.tolerance) < 0:
             raise SpecError("atol and rtol must be >= 0")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):

@@ -10,6 +10,7 @@ from ortserve.protos import grpc_service_pb2
 from .classification import classify
 from .errors import Cancelled, ServeError
 from .repository import ModelRepository
+from .sequence_state import sequence_flags
 from .tensors import decode_request, encode_outputs
 
 
@@ -25,7 +26,11 @@ async def infer(
         names = [o.name for o in decoded.outputs]
         recorder.request_started()
         started = True
-        result = await model.batcher.submit(decoded.inputs, decoded.rows, names, deadline)
+        if model.sequences is not None:
+            flags = sequence_flags(model.name, request.parameters)
+            result = await model.sequences.run(flags, decoded.inputs, decoded.rows, names, deadline)
+        else:  # sequence parameters sent to a stateless model are ignored, as Triton does
+            result = await model.batcher.submit(decoded.inputs, decoded.rows, names, deadline)
         response = grpc_service_pb2.ModelInferResponse(
             model_name=model.name, model_version=model.version_label, id=request.id
         )

@@ -44,12 +44,16 @@ COUNTERS = {  # name -> help; ModelMetrics attribute = name without the prefix
     "inference_request_success": "Inference requests answered successfully.",
     "inference_count": "Inferences performed (batch rows, not requests).",
     "inference_exec_count": "Model executions (batches run).",
+    "sequence_started": "Sequences started (requests with sequence_start) of a sequence model.",
+    "sequence_ended": "Sequences ended by a request with sequence_end.",
+    "sequence_expired": "Sequences freed after max_sequence_idle_microseconds without a request.",
 }
 FAILURE = (
     "inference_request_failure",
     "Inference requests that failed after the model was resolved, by reason.",
 )
 PENDING = ("inference_pending_request_count", "Requests received and not yet answered (queued or running).")
+LIVE_SEQUENCES = ("sequences_live", "Sequences open now (their state held by the server).")
 READY = (
     "model_ready",
     "1 while the model version is ready, else 0; `provider` is the onnxruntime execution provider.",
@@ -97,6 +101,10 @@ class ModelMetrics:
         self.inference_request_success = 0
         self.inference_count = 0
         self.inference_exec_count = 0
+        self.sequence_started = 0
+        self.sequence_ended = 0
+        self.sequence_expired = 0
+        self.sequences_live = 0
         self.pending = 0
         self.failures: dict[str, int] = {}
         self.ready: dict[str, int] = {}
@@ -189,6 +197,10 @@ class _ModelCollector:
         family = GaugeMetricFamily(PREFIX + PENDING[0], PENDING[1], labels=MODEL_LABELS)
         for model in models:
             family.add_metric(model.labels, model.pending)
+        yield family
+        family = GaugeMetricFamily(PREFIX + LIVE_SEQUENCES[0], LIVE_SEQUENCES[1], labels=MODEL_LABELS)
+        for model in models:
+            family.add_metric(model.labels, model.sequences_live)
         yield family
         for name, what in HISTOGRAMS.items():
             family = HistogramMetricFamily(PREFIX + name, what, labels=MODEL_LABELS)

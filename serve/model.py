@@ -17,6 +17,8 @@ from . import runtime
 from .batcher import INLINE_INFER_S, Batcher, BatchPolicy
 from .errors import ModelLoadError
 from .model_config import OnnxTensor, TensorSpec, complete_io, tensor_specs
+from .sequence_state import SequencePolicy, sequence_policy
+from .sequences import SequenceBatcher
 from .statistics import ModelRecorder
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,9 @@ class ModelVersion:
     """How onnxruntime's threads wait: "0", "1" or runtime.SPIN_IN_RUNS (config allow_spinning, or chosen)."""
     batcher: Batcher | None = None
     recorder: ModelRecorder | None = None
+    sequence_policy: SequencePolicy | None = None
+    """Set for a stateful model (config sequence_batching): its implicit state pairs and limits."""
+    sequences: SequenceBatcher | None = None
 
     @property
     def max_batch_size(self) -> int:
@@ -82,10 +87,12 @@ class ModelVersion:
         spinning = choice if choice != "auto" else (runtime.SPIN_IN_RUNS if len(specs) == 1 else "0")
         session_options = runtime.session_options(config, version_dir, spinning)
         sessions = [runtime.create_session(model_path, specs[0], session_options, config.name)]
+        onnx_inputs = [OnnxTensor.from_node_arg(arg) for arg in sessions[0].get_inputs()]
+        onnx_outputs = [OnnxTensor.from_node_arg(arg) for arg in sessions[0].get_outputs()]
         complete_io(
             config,
-            [OnnxTensor.from_node_arg(arg) for arg in sessions[0].get_inputs()],
-            [OnnxTensor.from_node_arg(arg) for arg in sessions[0].get_outputs()],
+            onnx_inputs,
+            onnx_outputs,
             max_batch_size_given=options.max_batch_size_given,
             strict=options.strict,
             default_max_batch_size=options.default_max_batch_size,
@@ -110,6 +117,7 @@ class ModelVersion:
             tensor_specs(config.output),
             labels,
             spinning=spinning,
+            sequence_policy=sequence_policy(config, onnx_inputs, onnx_outputs),
         )
         first_run_s = model.warm_up()
         one_thread = first_run_s < ONE_THREAD_RUN_S and "intra_op_thread_count" not in config.parameters
@@ -147,6 +155,8 @@ class ModelVersion:
         self.warmup_notes.clear()
         for index, size in enumerate(self.warmup_batch_sizes()):
             feeds = runtime.warmup_feeds(self.inputs, size)
+            for pair in self.sequence_policy.states if self.sequence_policy else ():
+                feeds[pair.input_name] = pair.zeros(size)
             for session in self.sessions:
                 try:
                     session.run(None, feeds)
@@ -177,10 +187,16 @@ class ModelVersion:
             batch_policy(self.config),
             recorder.batch_executed,
         )
+        if self.sequence_policy is not None:
+            self.sequences = SequenceBatcher(
+                f"'{self.name}' version {self.version}", self.sequence_policy, self.batcher, recorder.metrics
+            )
         recorder.metrics.set_ready(self.provider, True)
 
     async def stop(self) -> None:
-        """Let queued and running requests finish, then release the sessions."""
+        """Let queued and running requests finish, then release the sessions (live sequences are dropped)."""
+        if self.sequences is not None:
+            await self.sequences.close()
         if self.batcher is not None:
             await self.batcher.close()
         self.sessions.clear()
@@ -216,6 +232,9 @@ def _labels(model_dir: Path, output, where: str) -> list[str]:
 
 def batch_policy(config: model_config_pb2.ModelConfig) -> BatchPolicy:
     """The scheduler policy of a completed config."""
+    if config.HasField("sequence_batching"):
+        # Steps of different sequences batch together (the oldest strategy); one sequence's never do.
+        return BatchPolicy(max_batch_size=config.max_batch_size, dynamic=True)
     if not config.HasField("dynamic_batching"):
         return BatchPolicy(max_batch_size=config.max_batch_size)
     batching = config.dynamic_batching

@@ -106,7 +106,7 @@ def complete_static(config: model_config_pb2.ModelConfig, name: str) -> None:
         )
     config.platform, config.backend = PLATFORM, BACKEND
     scheduling = config.WhichOneof("scheduling_choice")
-    if scheduling not in (None, "dynamic_batching"):
+    if scheduling not in (None, "dynamic_batching", "sequence_batching"):
         raise ModelLoadError(f"model '{name}': {scheduling} is not supported")
     if not config.HasField("version_policy"):
         config.version_policy.latest.num_versions = 1
@@ -123,8 +123,23 @@ def complete_io(
     strict: bool,
     default_max_batch_size: int,
 ) -> None:
-    """Fill and check inputs, outputs, max_batch_size and dynamic batching against the ONNX model."""
+    """Fill and check inputs, outputs, max_batch_size and dynamic batching against the ONNX model.
+
+    The state tensors `sequence_batching.state` names are the server's, not the client's: they are left
+    out of config input/output (and may not be listed there).
+    """
     name = config.name
+    if config.HasField("sequence_batching"):
+        hidden = {s.input_name for s in config.sequence_batching.state}
+        hidden |= {s.output_name for s in config.sequence_batching.state}
+        for entry in (*config.input, *config.output):
+            if entry.name in hidden:
+                raise ModelLoadError(
+                    f"model '{name}': '{entry.name}' is a sequence_batching state; "
+                    "state tensors are not listed in config input/output"
+                )
+        inputs = [t for t in inputs if t.name not in hidden]
+        outputs = [t for t in outputs if t.name not in hidden]
     if not max_batch_size_given and not strict:
         batchable = all(t.shape and t.shape[0] is None for t in (*inputs, *outputs))
         config.max_batch_size = default_max_batch_size if batchable else 0

@@ -30,6 +30,8 @@ EXTENSIONS = (
     "schedule_policy",
     "model_configuration",
     "statistics",
+    "sequence",
+    "sequence(string_id)",
 )
 
 

@@ -35,6 +35,10 @@ def test_quickstart_short_reuses_checkpoints_and_agrees_with_pytorch(trained_dig
     for name in ("digits_resnet", "digits_lstm"):
         row = next(line for line in out.splitlines() if line.startswith(name + " "))
         assert " yes " in row, row
+    streamed = next(line for line in out.splitlines() if line.startswith("digits_lstm_stream: streamed"))
+    assert "100 sequences row by row (8 steps each)" in streamed and "matches" in streamed, streamed
+    assert "at 800 of 800 steps" in streamed, streamed
     assert "/metrics" in out and "server stopped (exit code 0)" in out
     assert (tmp_path / "model_repository" / "digits_resnet" / "1" / "model.onnx").is_file()
     assert (tmp_path / "model_repository" / "digits_lstm" / "config.pbtxt").is_file()
+    assert (tmp_path / "model_repository" / "digits_lstm_stream" / "1" / "model.onnx").is_file()

@@ -6,6 +6,8 @@
         client.classify("digits_resnet", "seven.png", top_k=3)       # [("7", 0.98), ("1", 0.01), ...]
         client.infer("digits_mlp", pixels)                            # {"logits": array([...])}
         client.predict_sequences("digits_rnn", [seq_a, seq_b])      # [row_a, row_b], input order
+        with client.sequence("digits_lstm_step") as sequence:         # streaming, state kept between steps
+            sequence.step(rows[:1])                                   # {"logits": ...} for the prefix
 
 - Runtime needs: grpcio, protobuf and numpy. Pillow (`pip install 'ortserve[image]'`) is imported only
   when an image must be decoded or resized: file paths, encoded bytes and PIL images, and numpy arrays
@@ -22,7 +24,7 @@
 
 from .async_client import AsyncInferenceClient
 from .core import Classification, ModelIndexEntry
-from .errors import InferenceServerError
+from .errors import InferenceServerError, SequenceError
 from .options import RetryPolicy
 from .sync_client import InferenceClient
 
@@ -33,4 +35,5 @@ __all__ = [
     "InferenceServerError",
     "ModelIndexEntry",
     "RetryPolicy",
+    "SequenceError",
 ]

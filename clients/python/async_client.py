@@ -19,6 +19,7 @@ from . import image_input, tensors
 from .core import Classification, ClientCore, ModelIndexEntry, Version, version_string
 from .errors import from_rpc_error
 from .options import DEFAULT_MAX_MESSAGE_BYTES, RetryPolicy
+from .sequence_session import AsyncStreamedSequence
 from .sequences import SequenceSpec, scatter
 
 
@@ -77,10 +78,10 @@ class AsyncInferenceClient:
             channel, self._channel, self._stub = self._channel, None, None
             await channel.close()
 
-    async def _call(self, rpc: str, request: Any, timeout: float | None = None) -> Any:
+    async def _call(self, rpc: str, request: Any, timeout: float | None = None, retry: bool = True) -> Any:
         core = self._core
         deadline = core.deadline(timeout)
-        attempts = core.attempts(rpc)
+        attempts = core.attempts(rpc) if retry else 1
         method = getattr(self._open(), rpc)
         for attempt in range(1, attempts + 1):
             try:
@@ -221,3 +222,15 @@ class AsyncInferenceClient:
         for (positions, _), outputs in zip(batches, answers, strict=True):
             scatter(results, positions, outputs[output], spec.batch_dim)
         return results  # type: ignore[return-value]
+
+    def sequence(
+        self,
+        model: str,
+        sequence_id: int | str | None = None,
+        outputs: Iterable[str] | str | None = None,
+        version: Version = None,
+        timeout: float | None = None,
+        transport: str = "stream",
+    ) -> AsyncStreamedSequence:
+        """`async with client.sequence(model) as s: await s.step(chunk)`; see InferenceClient.sequence."""
+        return AsyncStreamedSequence(self, model, sequence_id, outputs, version, timeout, transport)

@@ -1,4 +1,5 @@
-"""The one error the client raises for a failed call, carrying the gRPC status code."""
+"""The errors the client raises: InferenceServerError for a failed call (with its gRPC status code),
+SequenceError for a sequence used wrongly."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ class InferenceServerError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
+
+
+class SequenceError(Exception):
+    """A sequence was misused on the client side: a step after its end, or a model without sequence state."""
 
 
 def status_code_of(exc: grpc.RpcError) -> grpc.StatusCode:

@@ -18,6 +18,7 @@ from . import image_input, tensors
 from .core import Classification, ClientCore, ModelIndexEntry, Version, version_string
 from .errors import from_rpc_error
 from .options import DEFAULT_MAX_MESSAGE_BYTES, RetryPolicy
+from .sequence_session import StreamedSequence
 from .sequences import SequenceSpec, scatter
 
 
@@ -76,10 +77,10 @@ class InferenceClient:
         """Close the channel; the client cannot be used afterwards."""
         self._channel.close()
 
-    def _call(self, rpc: str, request: Any, timeout: float | None = None) -> Any:
+    def _call(self, rpc: str, request: Any, timeout: float | None = None, retry: bool = True) -> Any:
         core = self._core
         deadline = core.deadline(timeout)
-        attempts = core.attempts(rpc)
+        attempts = core.attempts(rpc) if retry else 1
         method = getattr(self._stub, rpc)
         for attempt in range(1, attempts + 1):
             try:
@@ -225,3 +226,24 @@ class InferenceClient:
             outputs = self.infer(model, {spec.input_name: batch}, [output], version, timeout)
             scatter(results, positions, outputs[output], spec.batch_dim)
         return results  # type: ignore[return-value]
+
+    def sequence(
+        self,
+        model: str,
+        sequence_id: int | str | None = None,
+        outputs: Iterable[str] | str | None = None,
+        version: Version = None,
+        timeout: float | None = None,
+        transport: str = "stream",
+    ) -> StreamedSequence:
+        """A context manager streaming one sequence through a stateful model, one chunk per `step`.
+
+        `step(chunk)` sends a chunk (e.g. [T, F]; the batch dimension is added) and returns the outputs for
+        the sequence so far. The server keeps the state when the model has sequence_batching (ids and
+        START/END are handled: a random uint64 id unless `sequence_id` gives an int or a string); a plain
+        model with state inputs NAME_in[_K] and outputs NAME_out[_K] gets its state carried by the client.
+        `transport`: "stream" (one ModelStreamInfer stream per server-held sequence: cheaper per step, but a
+        failed step is InferenceServerError with code UNKNOWN) or "unary" (ModelInfer calls, status codes
+        kept); see ortserve.client.sequence_session.
+        """
+        return StreamedSequence(self, model, sequence_id, outputs, version, timeout, transport)

@@ -91,3 +91,61 @@ def files_under(path: Path) -> dict[str, bytes]:
     if not path.exists():
         return {}
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+class TwoRecurrent(nn.Module):
+    """An LSTM feeding a 2-layer GRU, read at the last step: two recurrent modules, three carried states."""
+
+    def __init__(self, features: int = 6, hidden: int = 8, classes: int = 4) -> None:
+        super().__init__()
+        self.encoder = nn.LSTM(features, hidden, batch_first=True)
+        self.decoder = nn.GRU(hidden, hidden + 2, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(hidden + 2, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        encoded, _ = self.encoder(x)
+        decoded, _ = self.decoder(torch.tanh(encoded))
+        return self.fc(decoded[:, -1])
+
+
+def make_two_recurrent(**kwargs) -> TwoRecurrent:
+    torch.manual_seed(0)
+    return TwoRecurrent(**kwargs)
+
+
+class AveragingLstm(nn.Module):
+    """Averages the LSTM's outputs over every step: the result needs the whole history, not just the state."""
+
+    def __init__(self, features: int = 6, hidden: int = 8, classes: int = 4) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(features, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.fc(out.mean(dim=1))
+
+
+def make_averaging_lstm(**kwargs) -> AveragingLstm:
+    torch.manual_seed(0)
+    return AveragingLstm(**kwargs)
+
+
+class PerStepTagger(nn.Module):
+    """A time-major GRU tagging every step ([B, T, F] -> [B, T, C]) with its own zero initial state."""
+
+    def __init__(self, features: int = 6, hidden: int = 8, classes: int = 3) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.rnn = nn.GRU(features, hidden)  # batch_first=False: the state layout must not depend on it
+        self.fc = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h0 = torch.zeros(1, x.shape[0], self.hidden)
+        out, _ = self.rnn(x.transpose(0, 1), h0)
+        return self.fc(out).transpose(0, 1)
+
+
+def make_per_step_tagger(**kwargs) -> PerStepTagger:
+    torch.manual_seed(0)
+    return PerStepTagger(**kwargs)
