@@ -168,6 +168,7 @@ class Server:
     async def shutdown(self) -> None:
         """Refuse new RPCs, let in-flight ones finish within exit_timeout_secs, then release everything."""
         log.info("shutting down (in-flight requests get %.0f s)", self.settings.exit_timeout_secs)
+        self.started = False  # ServerReady and /v2/health/ready say no from here on
         await self.health.shutdown()
         stopping = [self.grpc.stop(self.settings.exit_timeout_secs)]
         if self.http is not None:

@@ -10,7 +10,7 @@ import onnx_models as models
 import pytest
 from kserve import outputs, request, stub
 from rest import binary_infer_body, binary_outputs, call
-from serverproc import start_server
+from serverproc import parse_http_address, start_server
 
 from ortserve.protos import grpc_service_pb2 as pb
 
@@ -193,3 +193,12 @@ def test_a_rest_error_has_the_grpc_message(base, server):
     np.testing.assert_allclose(
         outputs(grpc_answer)["logits"], models.classifier_reference(X)["logits"], rtol=1e-5, atol=1e-6
     )
+
+
+def test_listening_line_reports_http(repo):
+    assert parse_http_address("ORTSERVE_LISTENING grpc=h:1 metrics=h:2 http=h:3\n") == "h:3"
+    assert parse_http_address("ORTSERVE_LISTENING grpc=h:1 metrics=none http=none") is None
+    assert parse_http_address("ORTSERVE_LISTENING grpc=h:1 metrics=h:2") is None  # a server without REST
+    with start_server(repo, "--allow-http", "false") as server:
+        assert server.http_address is None and server.http_url is None
+        assert stub(server.grpc_address).ServerLive(pb.ServerLiveRequest()).live
