@@ -26,9 +26,9 @@ BINARY_DATA_SIZE = "binary_data_size"
 BINARY_DATA = "binary_data"
 BINARY_DATA_OUTPUT = "binary_data_output"
 MAX_DIM = 2**63 - 1
-# JSON value kinds numpy infers from a flat list, accepted per datatype kind (bool < int < float).
-_ACCEPTED_KINDS = {"b": "b", "i": "bi", "u": "bi", "f": "bif"}
-_KIND_NAMES = {"b": "booleans", "i": "integers", "u": "non-negative integers", "f": "numbers"}
+# JSON value types per datatype kind: ints may become floats, never the reverse; true/false only for BOOL.
+_JSON_TYPES = {"b": (bool,), "i": (int,), "u": (int,), "f": (int, float)}
+_KIND_NAMES = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers"}
 
 
 @dataclass
@@ -134,18 +134,18 @@ def json_tensor_bytes(where: str, datatype: str, shape: list[int], data) -> byte
     if datatype == "FP16":
         raise InvalidArgument(f"{where}: FP16 cannot travel as JSON data, send it as binary data")
     dtype = KSERVE_TO_NUMPY[datatype]
-    try:
-        values = np.asarray(flat) if flat else np.empty(0, dtype=dtype)
-    except (ValueError, OverflowError):
-        values = np.asarray(flat, dtype=object)
-    accepted = _ACCEPTED_KINDS[dtype.kind]
-    if values.size and values.dtype.kind not in accepted:
-        raise InvalidArgument(f"{where}: {datatype} data must be {_KIND_NAMES[dtype.kind]}, got {clip(flat)}")
-    if dtype.kind in "iu" and values.size:
+    # Checked item by item: numpy's own inference would turn [0, 2**63] into float64 and True into 1.
+    if not all(type(item) in _JSON_TYPES[dtype.kind] for item in flat):
+        bad = next(item for item in flat if type(item) not in _JSON_TYPES[dtype.kind])
+        raise InvalidArgument(f"{where}: {datatype} data must be {_KIND_NAMES[dtype.kind]}, got {clip(bad)}")
+    if dtype.kind in "iu" and flat:
         info = np.iinfo(dtype)
-        if values.min() < info.min or values.max() > info.max:
+        if min(flat) < info.min or max(flat) > info.max:
             raise InvalidArgument(f"{where}: values do not fit {datatype} ({info.min}..{info.max})")
-    return values.astype(dtype).tobytes()
+    try:
+        return np.array(flat, dtype=dtype).tobytes()
+    except OverflowError:
+        raise InvalidArgument(f"{where}: values do not fit {datatype}") from None
 
 
 def to_infer_request(model: str, version: str, header: Mapping, binary: memoryview) -> RestInferRequest:

@@ -24,7 +24,7 @@ def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("rest") / "models"
     models.write_model(repo, "classifier", models.linear_classifier(), CLASSIFIER, labels=LABELS)
     models.write_model(repo, "classifier_stats", models.linear_classifier(), "max_batch_size: 8")
-    for datatype in ("BYTES", "INT64", "UINT8", "BOOL", "FP16", "FP64", "INT8"):
+    for datatype in ("BYTES", "INT64", "UINT64", "UINT8", "BOOL", "FP16", "FP64", "INT8"):
         models.write_model(repo, f"identity_{datatype.lower()}", models.identity(datatype))
     models.write_model(repo, "fixed", models.fixed_shape())
     return repo
@@ -125,6 +125,7 @@ def test_infer_version_route_and_classification(base):
         ("BYTES", ["a", "héllo", "", "x" * 300, "z", "\u2603"]),
         ("INT64", [-(2**63), 2**63 - 1, 0, 1, -1, 7]),
         ("UINT8", [0, 255, 1, 2, 3, 4]),
+        ("UINT64", [0, 2**64 - 1, 2**63, 1, 2, 3]),
         ("BOOL", [True, False, True, True, False, False]),
         ("FP64", [0.1, -2.5, 1e300, 3, 0, -0.0]),
         ("INT8", [[-128, 127, 0], [1, 2, 3]]),

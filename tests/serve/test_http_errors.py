@@ -87,6 +87,9 @@ def test_bad_bodies_are_400_with_a_clear_message(base, case):
         ("identity_fp16", _tensor([0.5] * 3, (1, 3), "FP16", "x"), "FP16 cannot travel as JSON data"),
         ("identity_int8", _tensor([0, 1, 128], (1, 3), "INT8", "x"), "values do not fit INT8 (-128..127)"),
         ("identity_int8", _tensor([0, 1, 1.5], (1, 3), "INT8", "x"), "INT8 data must be integers"),
+        ("identity_int8", _tensor([0, 1, True], (1, 3), "INT8", "x"), "INT8 data must be integers"),
+        ("identity_int8", _tensor([0, -1, 2**64], (1, 3), "INT8", "x"), "values do not fit INT8"),
+        ("classifier", _tensor([0, 1, 2, True]), "FP32 data must be numbers"),
         ("identity_bytes", _tensor(["a", 1, "b"], (1, 3), "BYTES", "x"), "BYTES data must be JSON strings"),
     ],
 )
