@@ -183,13 +183,20 @@ def test_inference_services_pick_our_runtimes():
 
 # --- the runtime's args start a real server ------------------------------------------------------------
 
-LAYOUTS = ["repository_root"]  # one model directory and a bare model.onnx come with --model-name
+LAYOUTS = ["repository_root", "model_directory", "bare_model"]
 
 
 def write_layout(layout: str, root: Path) -> None:
     """What KServe's storage initializer leaves at /mnt/models for each storageUri layout."""
-    if layout == "repository_root":
-        models.write_model(root, "classifier", models.linear_classifier(), "max_batch_size: 8")
+    model, config = models.linear_classifier(), "max_batch_size: 8"
+    if layout == "repository_root":  # NAME/config.pbtxt, NAME/1/model.onnx
+        models.write_model(root, "classifier", model, config)
+    elif layout == "model_directory":  # config.pbtxt, 1/model.onnx
+        (root / "1").mkdir()
+        (root / "1" / "model.onnx").write_bytes(model.SerializeToString())
+        (root / "config.pbtxt").write_text(config, encoding="utf-8")
+    elif layout == "bare_model":  # model.onnx, no config.pbtxt
+        (root / "model.onnx").write_bytes(model.SerializeToString())
     else:
         raise ValueError(layout)
 
@@ -223,8 +230,8 @@ def test_runtime_args_serve_the_layout(layout, tmp_path):
     write_layout(layout, repository)
     args = runtime_args(runtime, "classifier", repository)
     known = _known_flags(args)
-    if known != args and layout != "repository_root":
-        pytest.skip(f"this server lacks {sorted(set(args) - set(known))}")
+    if known != args and layout != "repository_root":  # --model-name comes with the /mnt/models layouts work
+        pytest.skip(f"this server lacks {sorted(set(args) - set(known))}, which the {layout} layout needs")
     with start_server(repository, *known) as server:
         host, port = server.http_address.rsplit(":", 1)
         assert host == "0.0.0.0"
