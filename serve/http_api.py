@@ -51,7 +51,9 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 def error_response(error: Exception, where: str) -> web.Response:
     """`{"error": message}` with the status of the error's gRPC code; the message is gRPC's."""
     if isinstance(error, web.HTTPException):  # aiohttp's own: unknown route, wrong method, body too large
-        return web.json_response({"error": error.reason}, status=error.status)
+        # 413's text names the limit and the size (numbers only); the others' reason says it all.
+        message = error.text if error.status == 413 and error.text else error.reason
+        return web.json_response({"error": message}, status=error.status)
     served = _status(error, where)
     return web.json_response({"error": str(served)}, status=HTTP_STATUS.get(served.code, 500))
 

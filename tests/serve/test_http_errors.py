@@ -147,7 +147,8 @@ def test_wrong_content_type_is_400(base):
 
 def test_body_over_max_message_bytes_is_413(base):
     answer = _infer(base, b" " * (MAX_BODY + 1), headers={"Content-Type": "application/json"})
-    assert answer.status == 413 and answer.error, answer.body
+    assert answer.status == 413, answer.body
+    assert f"Maximum request body size {MAX_BODY} exceeded" in answer.error, answer.error
 
 
 @pytest.mark.parametrize(
