@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 
 import grpc
 import numpy as np
@@ -203,3 +206,15 @@ def test_listening_line_reports_http(repo):
     with start_server(repo, "--allow-http", "false") as server:
         assert server.http_address is None and server.http_url is None
         assert stub(server.grpc_address).ServerLive(pb.ServerLiveRequest()).live
+
+
+def test_http_port_taken_is_a_start_up_error(repo):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "ortserve.serve", "--model-repository", str(repo)]
+        command += ["--grpc-port", "0", "--metrics-port", "0", "--http-port", str(port)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"ortserve serve: error: cannot listen for HTTP on 127.0.0.1:{port}" in result.stderr
