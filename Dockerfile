@@ -1,20 +1,22 @@
 # syntax=docker/dockerfile:1
-# ortserve: a KServe v2 / Triton gRPC server for ONNX models (onnxruntime), reading a Triton model repository.
+# ortserve: a KServe v2 / Triton server (gRPC and REST) for ONNX models (onnxruntime), reading a Triton model
+# repository.
 #
 # CPU image (default; python:3.11-slim, onnxruntime from the `serve` extra):
 #   docker build -t ortserve:cpu .
-#   docker run --rm -p 8001:8001 -p 8002:8002 -v "$PWD/model_repository:/models:ro" ortserve:cpu
+#   docker run --rm -p 8000-8002:8000-8002 -v "$PWD/model_repository:/models:ro" ortserve:cpu
 #
 # CUDA image (nvidia/cuda runtime with cuDNN 9, onnxruntime-gpu from the `gpu` extra; the two onnxruntime
 # wheels cannot be installed together, so the variant picks one):
 #   docker build -t ortserve:cuda --build-arg VARIANT=gpu .
-#   docker run --rm --gpus all -p 8001:8001 -p 8002:8002 -v "$PWD/model_repository:/models:ro" ortserve:cuda
+#   docker run --rm --gpus all -p 8000-8002:8000-8002 -v "$PWD/model_repository:/models:ro" ortserve:cuda
 #
 # Needs BuildKit (the default builder since Docker 23): it builds only the base stage that VARIANT names.
-# Any server flag can be appended, e.g. `docker run ... ortserve:cpu --model-repository /models
-# --grpc-address 0.0.0.0 --metrics-address 0.0.0.0 --model-control-mode explicit`, or set as ORTSERVE_<FLAG>
-# environment variables (flags win). Move the gRPC port with ORTSERVE_GRPC_PORT (not --grpc-port) so that the
-# health check follows it; with --grpc-use-ssl, replace the HEALTHCHECK (it speaks plaintext).
+# Arguments replace the CMD below, so repeat its flags when adding one, e.g. `docker run ... ortserve:cpu
+# --model-repository /models --grpc-address 0.0.0.0 --http-address 0.0.0.0 --metrics-address 0.0.0.0
+# --model-control-mode explicit`, or set ORTSERVE_<FLAG> environment variables instead (flags win). Move the
+# gRPC port with ORTSERVE_GRPC_PORT (not --grpc-port) so that the health check follows it; with
+# --grpc-use-ssl, replace the HEALTHCHECK (it speaks plaintext).
 
 # cpu | gpu
 ARG VARIANT=cpu
@@ -62,8 +64,8 @@ COPY --from=build /opt/venv /opt/venv
 USER 10001:10001
 WORKDIR /models
 
-# 8001: gRPC (inference.GRPCInferenceService and grpc.health.v1), 8002: Prometheus metrics.
-EXPOSE 8001 8002
+# 8000: KServe v2 REST, 8001: gRPC (inference.GRPCInferenceService, grpc.health.v1), 8002: Prometheus metrics.
+EXPOSE 8000 8001 8002
 
 # Healthy means ServerReady over the server's own protocol (no curl in the image); exits non-zero otherwise.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
@@ -71,4 +73,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 
 # The image binds all interfaces; the server's own default is 127.0.0.1.
 ENTRYPOINT ["ortserve", "serve"]
-CMD ["--model-repository", "/models", "--grpc-address", "0.0.0.0", "--metrics-address", "0.0.0.0"]
+CMD ["--model-repository", "/models", "--grpc-address", "0.0.0.0", "--http-address", "0.0.0.0", "--metrics-address", "0.0.0.0"]

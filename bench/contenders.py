@@ -56,6 +56,7 @@ def build(options: Options, exported: list[models.OnnxModel], workdir: Path) -> 
             command += ["--max-message-bytes", str(loadgen.MAX_MESSAGE_BYTES)]
             command += ["--grpc-address", "127.0.0.1", "--grpc-port", "0"]
             command += ["--metrics-address", "127.0.0.1", "--metrics-port", "0"]
+            command += ["--allow-http", "false"]  # measured over gRPC; no REST listener to collide on 8000
             server = procs.ServerProcess(
                 name,
                 command,

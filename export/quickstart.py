@@ -164,6 +164,8 @@ def _start_server(repository: Path, grpc_port: int, metrics_port: int) -> tuple[
         str(grpc_port),
         "--metrics-port",
         str(metrics_port),
+        "--http-port",  # REST is not used here: any free port, so runs never collide on 8000
+        "0",
     ]
     _say("starting the server: " + " ".join(command[1:]))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

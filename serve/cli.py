@@ -10,9 +10,11 @@ from .settings import SettingsError, load_settings
 LISTENING = "ORTSERVE_LISTENING"
 
 
-def _announce(grpc_address: str, metrics_address: str | None) -> None:
-    """The start-up contract: one line on stdout once both listeners are bound and the models loaded."""
-    sys.stdout.write(f"{LISTENING} grpc={grpc_address} metrics={metrics_address or 'none'}\n")
+def _announce(grpc_address: str, metrics_address: str | None, http_address: str | None = None) -> None:
+    """The start-up contract: one line on stdout once the listeners are bound and the models loaded."""
+    sys.stdout.write(
+        f"{LISTENING} grpc={grpc_address} metrics={metrics_address or 'none'} http={http_address or 'none'}\n"
+    )
     sys.stdout.flush()
 
 

@@ -1,4 +1,4 @@
-"""Wiring: the grpc.aio server (TLS/mTLS), the metrics listener, model loading, signals, graceful shutdown."""
+"""Wiring: grpc.aio (TLS/mTLS), the REST and metrics listeners, model loading, signals, shutdown."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ortserve.protos import grpc_service_pb2_grpc
 
 from .errors import ServeError
 from .health import HealthReporter
+from .http_api import HttpApi
 from .layouts import LayoutError
 from .metrics import ServerMetrics
 from .model import LoadOptions
@@ -25,7 +26,8 @@ from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-ListeningCallback = Callable[[str, str | None], None]  # (grpc "host:port", metrics "host:port" or None)
+# (grpc "host:port", metrics "host:port" or None, http "host:port" or None)
+ListeningCallback = Callable[[str, str | None, str | None], None]
 
 
 class StartupError(RuntimeError):
@@ -75,6 +77,11 @@ class Server:
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)
         self._metrics_http = None
+        self.http = (
+            HttpApi(self.repository, servicer.explicit_control, self.ready, limit)
+            if settings.allow_http
+            else None
+        )
 
     def ready(self) -> bool:
         """ServerReady: start-up done and (with strict readiness) every wanted model ready."""
@@ -114,6 +121,17 @@ class Server:
             metrics_address = host_port(settings.metrics_address, self._metrics_http.server_port)
         return host_port(settings.grpc_address, port), metrics_address
 
+    async def start_http(self) -> str | None:
+        """Start the REST listener on this loop; return its actual host:port (None when disabled)."""
+        if self.http is None:
+            return None
+        address, port = self.settings.http_address, self.settings.http_port
+        try:
+            bound = await self.http.start(address, port, self.settings.exit_timeout_secs)
+        except OSError as exc:
+            raise StartupError(f"cannot listen for HTTP on {host_port(address, port)}: {exc}") from None
+        return host_port(address, bound)
+
     def models_to_load(self) -> list[str]:
         names = self.repository.model_names()
         if self.settings.model_control_mode == "none" or "*" in self.settings.load_model:
@@ -140,11 +158,17 @@ class Server:
         grpc_address, metrics_address = self.bind()
         await self.grpc.start()
         try:
+            http_address = await self.start_http()
             await self.load_models()
             self.started = True
             self._changed()
-            log.info("serving gRPC on %s, metrics on %s", grpc_address, metrics_address or "none")
-            on_listening(grpc_address, metrics_address)
+            log.info(
+                "serving gRPC on %s, HTTP on %s, metrics on %s",
+                grpc_address,
+                http_address or "none",
+                metrics_address or "none",
+            )
+            on_listening(grpc_address, metrics_address, http_address)
             await stop.wait()
         finally:
             await self.shutdown()
@@ -153,8 +177,12 @@ class Server:
     async def shutdown(self) -> None:
         """Refuse new RPCs, let in-flight ones finish within exit_timeout_secs, then release everything."""
         log.info("shutting down (in-flight requests get %.0f s)", self.settings.exit_timeout_secs)
+        self.started = False  # ServerReady and /v2/health/ready say no from here on
         await self.health.shutdown()
-        await self.grpc.stop(self.settings.exit_timeout_secs)
+        stopping = [self.grpc.stop(self.settings.exit_timeout_secs)]
+        if self.http is not None:
+            stopping.append(self.http.stop())  # stops listening, then drains like gRPC
+        await asyncio.gather(*stopping)
         await self.repository.unload_all()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

@@ -39,6 +39,12 @@ class ServerSettings:
     """Address the gRPC (KServe v2) listener binds to."""
     grpc_port: int = 8001
     """Port of the gRPC listener; 0 picks a free port."""
+    http_address: str = "127.0.0.1"
+    """Address the HTTP/REST (KServe v2) listener binds to."""
+    http_port: int = 8000
+    """Port of the HTTP/REST listener; 0 picks a free port."""
+    allow_http: bool = True
+    """Serve KServe v2 over HTTP/REST beside gRPC (true|false)."""
     metrics_address: str = "127.0.0.1"
     """Address the Prometheus /metrics listener binds to."""
     metrics_port: int = 8002
@@ -86,7 +92,7 @@ class ServerSettings:
         problem = model_name_problem(self.model_name) if self.model_name else None
         if problem:
             raise SettingsError(f"--model-name {self.model_name[:80]!r} is not a valid model name: {problem}")
-        for name in ("grpc_port", "metrics_port"):
+        for name in ("grpc_port", "http_port", "metrics_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65535:
                 raise SettingsError(f"--{_flag(name)} {port} is out of range 0..65535")
@@ -176,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of `ortserve serve`; every flag defaults to 'not given' so env can fill in."""
     parser = argparse.ArgumentParser(
         prog="ortserve serve",
-        description="Serve a Triton-layout ONNX model repository over KServe v2 gRPC with onnxruntime. "
+        description="Serve a Triton-layout ONNX model repository over KServe v2 (gRPC and REST) with "
+        "onnxruntime. "
         f"Every flag can also be set as an environment variable {ENV_PREFIX}<FLAG_NAME> (flags win).",
         argument_default=argparse.SUPPRESS,
     )

@@ -4,10 +4,10 @@
         channel = grpc.insecure_channel(server.grpc_address)
         ...
 
-The server is started with `--grpc-port 0 --metrics-port 0` (free ports) and is ready once it prints its
-start-up line `ORTSERVE_LISTENING grpc=HOST:PORT metrics=HOST:PORT|none` on stdout (models loaded or
-failed by then). Its stderr goes to a file whose text is in every failure message. On exit the process
-gets SIGTERM (then SIGKILL after `stop_timeout`).
+The server is started with `--grpc-port 0 --http-port 0 --metrics-port 0` (free ports) and is ready once it
+prints its start-up line `ORTSERVE_LISTENING grpc=HOST:PORT metrics=HOST:PORT|none http=HOST:PORT|none` on
+stdout (models loaded or failed by then; older servers print no http=). Its stderr goes to a file whose
+text is in every failure message. On exit the process gets SIGTERM (then SIGKILL after `stop_timeout`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,12 @@ class ServerProcess:
     grpc_address: str
     metrics_address: str | None
     stderr_path: Path
+    http_address: str | None = None
+
+    @property
+    def http_url(self) -> str | None:
+        """http://HOST:PORT of the REST listener, or None when it is disabled."""
+        return f"http://{self.http_address}" if self.http_address else None
 
     @property
     def metrics_url(self) -> str | None:
@@ -58,9 +64,21 @@ class ServerProcess:
 
 def parse_listening(line: str) -> tuple[str, str | None]:
     """(grpc address, metrics address or None) from the start-up line."""
+    fields = _listening_fields(line)
+    return fields["grpc"], fields["metrics"]
+
+
+def parse_http_address(line: str) -> str | None:
+    """The REST address from the start-up line (None when disabled, or from a server without REST)."""
+    return _listening_fields(line)["http"]
+
+
+def _listening_fields(line: str) -> dict[str, str | None]:
     fields = dict(part.split("=", 1) for part in line.split()[1:])
-    metrics = fields.get("metrics", "none")
-    return fields["grpc"], None if metrics == "none" else metrics
+    return {
+        "grpc": fields["grpc"],
+        **{key: None if fields.get(key, "none") == "none" else fields[key] for key in ("metrics", "http")},
+    }
 
 
 @contextlib.contextmanager
@@ -74,7 +92,8 @@ def start_server(
     """Start `python -m ortserve.serve` on the repository with free ports; yield once it listens."""
     command = [
         sys.executable, "-m", "ortserve.serve",
-        "--model-repository", str(repository), "--grpc-port", "0", "--metrics-port", "0", *args,
+        "--model-repository", str(repository), "--grpc-port", "0", "--http-port", "0", "--metrics-port", "0",
+        *args,
     ]  # fmt: skip
     full_env = {**os.environ, **(env or {})}
     with tempfile.NamedTemporaryFile("wb", prefix="ortserve-", suffix=".log", delete=False) as log_file:
@@ -117,4 +136,6 @@ def _wait_listening(process, lines: queue.Queue, stderr_path: Path, timeout: flo
             raise failure(f"exited with code {process.wait()} before listening")
         if line.startswith(LISTENING):
             grpc_address, metrics_address = parse_listening(line)
-            return ServerProcess(process, grpc_address, metrics_address, stderr_path)
+            return ServerProcess(
+                process, grpc_address, metrics_address, stderr_path, parse_http_address(line)
+            )

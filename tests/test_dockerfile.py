@@ -128,9 +128,9 @@ def test_runs_as_non_root(final_stage):
     assert user.isdigit() and int(user) >= 1000, f"USER {users[-1]!r} should be a numeric UID >= 1000"
 
 
-def test_exposes_grpc_and_metrics_ports(final_stage):
+def test_exposes_rest_grpc_and_metrics_ports(final_stage):
     ports = {word.split("/")[0] for i in final_stage if i.keyword == "EXPOSE" for word in i.args.split()}
-    assert {"8001", "8002"} <= ports, f"EXPOSE {sorted(ports)}"
+    assert {"8000", "8001", "8002"} <= ports, f"EXPOSE {sorted(ports)}"
 
 
 def test_healthcheck_is_a_python_grpc_probe(final_stage):
@@ -208,13 +208,16 @@ def test_entrypoint_and_cmd_are_accepted_by_the_server(final_stage, tmp_path):
     assert entrypoint[1] in COMMANDS, f"`ortserve {entrypoint[1]}` is not a registered command"
     pairs = dict(zip(cmd[::2], cmd[1::2], strict=True))
     assert pairs["--model-repository"] == "/models", pairs
-    assert pairs["--grpc-address"] == "0.0.0.0" and pairs["--metrics-address"] == "0.0.0.0", pairs
+    for listener in ("grpc", "http", "metrics"):
+        assert pairs[f"--{listener}-address"] == "0.0.0.0", pairs
 
     settings_module = pytest.importorskip("ortserve.serve.settings")
     argv = [str(tmp_path) if arg == "/models" else arg for arg in cmd]
     settings = settings_module.load_settings(argv, {})  # {}: no ORTSERVE_* from this environment
-    assert (settings.grpc_address, settings.metrics_address) == ("0.0.0.0", "0.0.0.0")
-    assert (settings.grpc_port, settings.metrics_port) == (8001, 8002), "EXPOSE must match the default ports"
+    assert (settings.grpc_address, settings.http_address, settings.metrics_address) == ("0.0.0.0",) * 3
+    assert settings.allow_http, "the image serves REST"
+    ports = (settings.http_port, settings.grpc_port, settings.metrics_port)
+    assert ports == (8000, 8001, 8002), "EXPOSE must match the default ports"
 
 
 # --- the build context ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str | None, str]] = {
         "export",
         "train the bundled digits models (real data, offline)",
     ),
-    "serve": ("ortserve.serve.cli", "serve", "serve a model repository over KServe v2 gRPC"),
+    "serve": ("ortserve.serve.cli", "serve", "serve a model repository over KServe v2 gRPC and REST"),
     "classify": ("ortserve.client.commands", None, "classify images with a served model"),
     "infer": ("ortserve.client.commands", None, "run raw inference on .npy tensors"),
     "models": ("ortserve.client.commands", None, "list the server's model repository"),

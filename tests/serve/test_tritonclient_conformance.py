@@ -30,8 +30,9 @@ from serverproc import start_server  # noqa: E402
 
 CHECKS_SCRIPT = HERE / "tritonclient_checks.py"
 TRITONCLIENT_VENV = ROOT / ".venv-tritonclient"
-REQUIREMENTS = ["tritonclient[grpc]", "numpy"]
-PROBE = "import grpc, numpy, tritonclient.grpc, tritonclient.grpc.service_pb2_grpc"
+# http too, for tests/serve/test_http_tritonclient.py (which shares this venv and its fixture).
+REQUIREMENTS = ["tritonclient[grpc,http]", "numpy"]
+PROBE = "import grpc, numpy, tritonclient.grpc, tritonclient.grpc.service_pb2_grpc, tritonclient.http"
 LABELS = ["cat", "dog", "bird"]
 FEATURES, CLASSES = CLASSIFIER_WEIGHTS.shape
 
@@ -71,7 +72,7 @@ def _usable(python: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def tritonclient_python() -> Path:
-    """Python of a venv with tritonclient[grpc]: reused if it imports, else created (skip if pip can't)."""
+    """Python of a venv with tritonclient[grpc,http]: reused if it imports, else made (skip if pip can't)."""
     python = _venv_python(TRITONCLIENT_VENV)
     # Outside the checkout, so git sees nothing new; one lock per venv path.
     digest = hashlib.sha256(str(TRITONCLIENT_VENV).encode()).hexdigest()[:16]
