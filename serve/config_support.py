@@ -76,6 +76,7 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "kind": (INFORMATIONAL, "written by ortserve export"),
     "precision": (INFORMATIONAL, "written by ortserve export"),
     "source": (INFORMATIONAL, "written by ortserve export"),
+    "stateful": (INFORMATIONAL, "written by ortserve export --stateful: state mode and names, for clients"),
 }
 
 

@@ -128,3 +128,11 @@ def test_fields_that_refuse_the_load_are_not_called_ignored():
         'ensemble_scheduling { step [ { model_name: "a" } ] }\ninput [ { name: "x" reshape { } } ]'
     )
     assert config_support.unhonoured_fields(config) == []
+
+
+def test_the_parameters_ortserve_export_writes_are_known():
+    keys = ("preprocessing", "exporter", "kind", "precision", "source", "stateful")
+    config = _config(
+        "".join(f'parameters {{ key: "{key}" value: {{ string_value: "x" }} }}\n' for key in keys)
+    )
+    assert config_support.config_notes(config) == []
