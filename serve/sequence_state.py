@@ -16,7 +16,7 @@ from ortserve.protos import model_config_pb2
 from ortserve.protos.datatypes import CONFIG_TO_KSERVE, KSERVE_TO_NUMPY
 
 from .errors import InvalidArgument, ModelLoadError, clip
-from .model_config import ONNX_TO_KSERVE, OnnxTensor, TensorSpec
+from .model_config import ONNX_TO_KSERVE, OnnxTensor
 
 SEQUENCE_ID, SEQUENCE_START, SEQUENCE_END = "sequence_id", "sequence_start", "sequence_end"
 # Triton's default when max_sequence_idle_microseconds is 0 (one second).
@@ -38,10 +38,6 @@ class StatePair:
     def zeros(self, rows: int) -> np.ndarray:
         return np.zeros((rows, *self.dims), dtype=self.dtype)
 
-    def spec(self) -> TensorSpec:
-        """The state input as a TensorSpec (for warm-up feeds)."""
-        return TensorSpec(self.input_name, self.datatype, self.dims, self.dtype)
-
 
 @dataclass(frozen=True)
 class SequencePolicy:
@@ -50,22 +46,6 @@ class SequencePolicy:
     states: tuple[StatePair, ...]
     idle_s: float
     max_sequences: int
-
-    @property
-    def state_inputs(self) -> frozenset[str]:
-        return frozenset(pair.input_name for pair in self.states)
-
-    @property
-    def state_outputs(self) -> frozenset[str]:
-        return frozenset(pair.output_name for pair in self.states)
-
-
-def hidden_names(config: model_config_pb2.ModelConfig) -> tuple[frozenset[str], frozenset[str]]:
-    """The (input, output) tensor names the sequence batcher owns (empty without sequence_batching)."""
-    if not config.HasField("sequence_batching"):
-        return frozenset(), frozenset()
-    states = config.sequence_batching.state
-    return frozenset(s.input_name for s in states), frozenset(s.output_name for s in states)
 
 
 def sequence_policy(
