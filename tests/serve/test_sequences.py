@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import rest
 import test_tritonclient_conformance as conformance
 from kserve import outputs, request, sample, scrape, stub
 from sequence_models import FEATURES, HIDDEN, LAYERS, write_step_model
@@ -285,3 +286,28 @@ def test_tritonclient_sequence_api_streams_with_server_held_state(
     assert "INVALID_ARGUMENT" in report["errors"]["ended"] and "31337" in report["errors"]["ended"]
     assert "INVALID_ARGUMENT" in report["errors"]["no_id"]
     assert {"sequence", "sequence(string_id)"} <= set(report["extensions"])
+
+
+def test_rest_and_grpc_continue_the_same_sequence(seq_server, client, nets):
+    x = np.random.default_rng(7).standard_normal((1, 3, FEATURES)).astype(np.float32)
+
+    def rest_step(t, **parameters):
+        body = {
+            "parameters": parameters,
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, FEATURES],
+                        "data": x[:, t].ravel().tolist()}],
+        }  # fmt: skip
+        return rest.call(seq_server.http_url, "/v2/models/lstm_seq/infer", body)
+
+    started = rest_step(0, sequence_id="rest-1", sequence_start=True)
+    assert started.status == 200, started.body
+    middle = outputs(client.ModelInfer(step("lstm_seq", x[:, 1:2], "rest-1")))
+    np.testing.assert_allclose(
+        middle["output"], nets["lstm_seq"].prefix_output(x[:, :2]), rtol=1e-4, atol=1e-5
+    )
+    ended = rest_step(2, sequence_id="rest-1", sequence_end=True)
+    assert ended.status == 200, ended.body
+    got = np.asarray(ended.json()["outputs"][0]["data"], np.float32).reshape(1, -1)
+    np.testing.assert_allclose(got, nets["lstm_seq"].prefix_output(x), rtol=1e-4, atol=1e-5)
+    refused = rest_step(0, sequence_id="rest-1")
+    assert refused.status == 400 and "rest-1" in refused.error and "sequence_start" in refused.error
