@@ -82,6 +82,8 @@ def _set_parameters(where: str, target, parameters: Mapping, skip: tuple[str, ..
             param.bool_param = value
         elif isinstance(value, int) and -(2**63) <= value < 2**63:
             param.int64_param = value
+        elif isinstance(value, int) and 0 <= value < 2**64:  # e.g. a uint64 sequence_id
+            param.uint64_param = value
         elif isinstance(value, float):
             param.double_param = value
         elif isinstance(value, str):

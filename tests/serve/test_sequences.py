@@ -311,3 +311,7 @@ def test_rest_and_grpc_continue_the_same_sequence(seq_server, client, nets):
     np.testing.assert_allclose(got, nets["lstm_seq"].prefix_output(x), rtol=1e-4, atol=1e-5)
     refused = rest_step(0, sequence_id="rest-1")
     assert refused.status == 400 and "rest-1" in refused.error and "sequence_start" in refused.error
+    largest = 2**64 - 1  # uint64 ids beyond int64 travel as uint64_param
+    assert rest_step(0, sequence_id=largest, sequence_start=True, sequence_end=True).status == 200
+    refused = rest_step(0, sequence_id=largest)
+    assert refused.status == 400 and str(largest) in refused.error
