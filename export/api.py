@@ -15,10 +15,13 @@ import onnx
 import torch
 from torch import nn
 
-from ortserve.export.errors import ExporterError, ExportError, RepositoryError, ValidationError
+from ortserve.export.calibration import calibration_and_validation
+from ortserve.export.errors import ExporterError, ExportError, RepositoryError, SpecError, ValidationError
+from ortserve.export.int8_proof import Int8Report, quantize_and_prove, summary_rows
 from ortserve.export.onnx_export import export_onnx
 from ortserve.export.precision import HalfPrecision
 from ortserve.export.preprocess import Uint8Normalize
+from ortserve.export.quantize import Int8Options
 from ortserve.export.repository import (
     TensorInfo,
     build_config,
@@ -49,6 +52,8 @@ class ExportResult:
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     seconds: float
+    int8: Int8Report | None = None
+    """int8 exports: how it was quantized and what it proved (agreement, speed)."""
 
 
 def export_model(
@@ -61,11 +66,13 @@ def export_model(
     source: str = "custom",
     checkpoint_sha256: str | None = None,
     max_batch_size: int = 32,
+    int8: Int8Options | None = None,
 ) -> ExportResult:
     """Export `model` (float input; uint8 preprocessing is added here when the spec asks) and validate it.
 
     Raises an ExportError subclass (ValidationError listing every mismatch, ExporterError, RepositoryError)
-    and writes nothing unless the ONNX model agrees with PyTorch at every validated shape.
+    and writes nothing unless the ONNX model agrees with PyTorch at every validated shape. precision int8:
+    the validated float32 graph is quantized as `int8` says and must pass its proof (QuantizationError).
     """
     if spec.stateful:
         from ortserve.export.stateful_api import export_stateful  # it imports this module
@@ -84,6 +91,14 @@ def export_model(
     check_model_name(name)
     if max_batch_size < 1:
         raise RepositoryError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+    if int8 is not None and spec.precision != "int8":
+        raise SpecError(f"int8 options given for a {spec.precision} export: use ExportSpec(precision='int8')")
+    if spec.precision == "int8":
+        int8 = int8 or Int8Options()
+        # Read before the export: a missing or empty data set should fail in seconds, not after it.
+        samples = calibration_and_validation(
+            int8.calibration_data, int8.validation_data, int8.calibration_samples, spec, labels, int8.seed
+        )
     model.eval()
     pre = spec.preprocessing
     # `reference_net` is what the user trained (float32): an fp16 network is validated against it, not itself.
@@ -112,6 +127,9 @@ def export_model(
         onnx_path, report = _export_and_validate(
             network, reference_net, example, spec, trace_shape, notes, Path(scratch), len(reference)
         )
+        int8_report = None
+        if spec.precision == "int8":
+            onnx_path, int8_report = quantize_and_prove(onnx_path, reference_net, spec, *samples, int8)
         onnx_model = onnx.load(str(onnx_path))
     inputs, outputs = graph_tensors(onnx_model)
     preprocessing = spec.preprocessing.to_dict(spec.kind)
@@ -127,6 +145,7 @@ def export_model(
             "onnx_version": onnx.__version__,
             "preprocessing": json.dumps(preprocessing, sort_keys=True),
             "validation": report.to_json(),
+            **({"quantization": int8_report.to_json()} if int8_report else {}),
         },
     )
     config = build_config(
@@ -140,6 +159,7 @@ def export_model(
             "kind": spec.kind,
             "precision": spec.precision,
             "source": source,
+            **({"quantization": int8_report.to_dict()} if int8_report else {}),
         },
         image_input=spec.kind == "image",
         label_output=outputs[0].name if labels is not None else None,
@@ -159,6 +179,7 @@ def export_model(
         inputs=tuple(inputs),
         outputs=tuple(outputs),
         seconds=time.monotonic() - started,
+        int8=int8_report,
     )
 
 
@@ -274,6 +295,7 @@ def format_summary(result: ExportResult) -> str:
         ("max abs error", f"{report.max_abs:.3g}"),
         ("max rel error", f"{report.max_rel:.3g}"),
         ("tolerance", f"atol={report.atol:g} rtol={report.rtol:g}"),
+        *(summary_rows(result.int8) if result.int8 else []),
         ("time", f"{result.seconds:.1f} s"),
     ]
     width = max(len(key) for key, _ in rows)

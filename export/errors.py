@@ -68,6 +68,20 @@ class ValidationError(ExportError):
         super().__init__("\n".join(lines))
 
 
+class CalibrationError(ExportError):
+    """The int8 calibration or validation data is missing, empty, unreadable or does not fit the model."""
+
+
+class QuantizationError(ExportError):
+    """The int8 graph could not be made, or failed its proof (agreement, speed); carries every problem."""
+
+    def __init__(self, problems: list[str], report: object | None = None, header: str = "") -> None:
+        self.problems = list(problems)
+        self.report = report
+        head = header or f"refusing to write the int8 model ({len(self.problems)} problem(s)):"
+        super().__init__("\n".join([head, *(f"  - {line}" for line in self.problems)]))
+
+
 class RepositoryError(ExportError):
     """The model repository, model name or labels cannot be written as asked."""
 

@@ -14,12 +14,18 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 KINDS = ("image", "sequence")
 INPUT_DTYPES = ("uint8", "float32")
 EXPORTERS = ("auto", "dynamo", "torchscript")
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 STATE_MODES = ("server", "client")
 # (atol, rtol) when the spec gives none. fp16 keeps about 3 significant digits, and its error grows with the
 # activations' scale (0.06 on random-weight ResNet-50 logits of ~110): onnxruntime's own fp16 parity checks
 # allow atol 0.1 (rtol 0.05; 0.01 here).
-DEFAULT_TOLERANCE: dict[str, tuple[float, float]] = {"fp32": (1e-4, 1e-3), "fp16": (1e-1, 1e-2)}
+# int8: the float graph is validated at fp32's tolerance before it is quantized; the int8 graph itself is
+# proven by top-1 agreement with PyTorch on real samples (export/int8_proof.py).
+DEFAULT_TOLERANCE: dict[str, tuple[float, float]] = {
+    "fp32": (1e-4, 1e-3),
+    "fp16": (1e-1, 1e-2),
+    "int8": (1e-4, 1e-3),
+}
 # None of these equals the default trace batch (3), so validation always runs off the traced shape.
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 7, 32)
 DEFAULT_TIME_LENGTHS: tuple[int, ...] = (1, 3, 17, 64)
@@ -75,7 +81,8 @@ class ExportSpec:
     rtol: float | None = None
     """Relative tolerance in |onnx - torch| <= atol + rtol * |torch|; None: the precision's default."""
     precision: str = "fp32"
-    """fp32, or fp16: weights and arithmetic in float16 (for GPUs); inputs and outputs keep their types."""
+    """fp32; fp16: weights and arithmetic in float16 (for GPUs); int8: quantized on CPU (export/quantize.py).
+    Inputs and outputs keep their types."""
     batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
     """Batch sizes validated against PyTorch."""
     time_lengths: tuple[int, ...] = DEFAULT_TIME_LENGTHS
