@@ -4,7 +4,9 @@
 
 Uses `ortserve.export.api.export_model` (the library behind `ortserve export`), so the ONNX file is exactly
 what users get: validated against PyTorch, uint8 models with the normalisation in the graph, fp16 models
-(`*_fp16`) computing in float16 behind the same interface. Kept out of the
+(`*_fp16`) computing in float16 behind the same interface, int8 models (`*_int8`) quantized by the exporter
+(calibrated on random pixels: the weights are random too, so the agreement proof is waived and only speed is
+of interest; the harness measures it). Kept out of the
 harness process so that torch's threads and memory never share a process with the load generator.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
 import torch
 
 
@@ -25,6 +28,29 @@ def build_network(arch: str) -> torch.nn.Module:
     import torchvision.models
 
     return getattr(torchvision.models, arch)(weights=None)
+
+
+INT8_CALIBRATION_SAMPLES = 32
+
+
+def int8_options(kind: str, export_spec):
+    """Random samples to calibrate (images) and run the proof on; agreement is waived (random weights give
+    near-uniform logits) and a slower int8 graph is written too: the benchmark is where speed is judged."""
+    from ortserve.export.calibration import Samples
+    from ortserve.export.quantize import Int8Options
+    from ortserve.export.validate import random_input
+
+    rng = np.random.default_rng(0)
+    # 40 samples: 32 calibrate, a fifth (8) is held out for the proof.
+    samples = Samples(random_input(rng, (40, *export_spec.example_shape), export_spec))
+    if kind == "sequence":
+        return Int8Options(validation_data=samples, min_agreement=0.0, allow_slower=True)
+    return Int8Options(
+        calibration_data=samples,
+        calibration_samples=INT8_CALIBRATION_SAMPLES,
+        min_agreement=0.0,
+        allow_slower=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
             args.image_size, input_dtype=spec.input_dtype, precision=spec.precision
         )
     result = export_model(
-        build_network(spec.arch), export_spec, repository=args.repository, name=args.name, source="random"
+        build_network(spec.arch),
+        export_spec,
+        repository=args.repository,
+        name=args.name,
+        source="random",
+        int8=int8_options(spec.kind, export_spec) if spec.precision == "int8" else None,
     )
     sys.stdout.write(f"{result.model_path}\n")
     return 0

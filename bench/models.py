@@ -41,7 +41,7 @@ class ModelSpec:
     kind: str  # image | sequence
     arch: str  # torchvision architecture, or "lstm"
     input_dtype: str  # uint8 | float32
-    precision: str = "fp32"  # fp32 | fp16 (weights and arithmetic; the input stays input_dtype)
+    precision: str = "fp32"  # fp32 | fp16 | int8 (weights and arithmetic; the input stays input_dtype)
 
     def sample(self, rows: int, image_size: int, seed: int = 0) -> np.ndarray:
         """A deterministic random input of `rows` rows (the same bytes for every contender)."""
@@ -65,6 +65,10 @@ MODELS: dict[str, ModelSpec] = {
         # The execution-provider sweep (`--provider`): fp32 and fp16 exports of the same network.
         ModelSpec("resnet50_uint8_fp16", "image", "resnet50", "uint8", precision="fp16"),
         ModelSpec("resnet18_uint8_fp16", "image", "resnet18", "uint8", precision="fp16"),
+        # int8 (`--precision int8`: static QDQ for the ResNets, dynamic for the LSTM) beside their fp32.
+        ModelSpec("resnet18_uint8_int8", "image", "resnet18", "uint8", precision="int8"),
+        ModelSpec("resnet50_uint8_int8", "image", "resnet50", "uint8", precision="int8"),
+        ModelSpec("lstm_int8", "sequence", "lstm", "float32", precision="int8"),
     )
 }
 

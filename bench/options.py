@@ -17,7 +17,16 @@ GRPC_CONTENDERS = (
     "mlserver_nobatching",
     "bare",
 )
-FULL_MODELS = ("resnet18_uint8", "resnet18_float32", "resnet50_uint8", "resnet50_float32", "lstm")
+FULL_MODELS = (
+    "resnet18_uint8",
+    "resnet18_float32",
+    "resnet18_uint8_int8",
+    "resnet50_uint8",
+    "resnet50_float32",
+    "resnet50_uint8_int8",
+    "lstm",
+    "lstm_int8",
+)
 QUICK_MODELS = ("resnet18_uint8", "lstm")
 # --provider: the execution-provider sweep (raw onnxruntime against ortserve, fp32 and fp16 exports).
 PROVIDER_MODELS = ("resnet50_uint8", "resnet50_uint8_fp16")

@@ -181,6 +181,7 @@ def evaluate_targets(summary: list[dict], wire: dict) -> list[dict]:
                     "ratio on / off",
                 )
             )
+    verdicts += _int8_targets(summary, models)
     lstm32 = _find(summary, "lstm", "ortserve_batching", 32)
     verdicts.append(
         _verdict(
@@ -224,6 +225,38 @@ def evaluate_targets(summary: list[dict], wire: dict) -> list[dict]:
                     0.97,
                     at_least,
                     "ratio uint8 / float32 (3% allowance for noise)",
+                )
+            )
+    return verdicts
+
+
+def _int8_targets(summary: list[dict], models: list[str]) -> list[dict]:
+    """Each int8 model against its fp32 export (measured interleaved): served and raw onnxruntime; the issue's
+    bar is 2x for ResNet-18 at 8 in flight, every other cell must at least not be slower."""
+    verdicts = []
+    for model in (m for m in models if m.endswith("_int8")):
+        fp32 = model.removesuffix("_int8")
+        for contender in ("raw_ort_b1", "raw_ort_best"):
+            verdicts.append(
+                _verdict(
+                    f"{model}: {LABELS.get(contender, contender)} int8 >= 1.0 x fp32",
+                    _ratio(_find(summary, model, contender), _find(summary, fp32, contender)),
+                    1.0,
+                    lambda value, threshold: value >= threshold,
+                    "ratio int8 / fp32 rows per second",
+                )
+            )
+        for row in summary:
+            if row["model"] != model or row["contender"] != "ortserve_batching" or row["mode"] != "closed":
+                continue
+            bar = 2.0 if model == "resnet18_uint8_int8" and row["concurrency"] == 8 else 1.0
+            verdicts.append(
+                _verdict(
+                    f"{model}, {row['concurrency']} in flight: ortserve int8 >= {bar:g} x fp32 throughput",
+                    _ratio(row, _find(summary, fp32, "ortserve_batching", row["concurrency"])),
+                    bar,
+                    lambda value, threshold: value >= threshold,
+                    "ratio int8 / fp32, both served with batching on",
                 )
             )
     return verdicts

@@ -98,11 +98,13 @@ def _static(prepared: Path, out_path: Path, spec: ExportSpec, calibration: Sampl
         "percentile": CalibrationMethod.Percentile,
     }
 
+    # Equal batches: onnxruntime's histogram calibrators (entropy, percentile) fail on a short last batch.
+    batch = max(size for size in range(1, CALIBRATION_BATCH + 1) if len(calibration) % size == 0)
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.batches = iter(
-                calibration.inputs[start : start + CALIBRATION_BATCH]
-                for start in range(0, len(calibration), CALIBRATION_BATCH)
+                calibration.inputs[start : start + batch] for start in range(0, len(calibration), batch)
             )
 
         def get_next(self) -> dict[str, np.ndarray] | None:

@@ -5,7 +5,9 @@ starts the server, sends every held-out digit through the client (`classify`, `p
 and reports served accuracy next to PyTorch's on the same samples, latency and throughput. The LSTM is also
 exported as a stateful step model and every held-out sequence is streamed row by row through the server,
 each running prediction checked against PyTorch's on that prefix.
-The served accuracy must equal PyTorch's within 0.5 points, or the command fails.
+The served accuracy must equal PyTorch's within 0.5 points, or the command fails. `--precision int8` adds
+the digits ResNet exported int8 (calibrated on its training images, proven on the held-out ones), served and
+reported beside fp32 (within 1 point of PyTorch's accuracy: the proof's 99% top-1 agreement).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from tqdm import tqdm
 
 from ortserve.client import InferenceClient
 from ortserve.export.api import export_model, format_summary
+from ortserve.export.calibration import Samples
+from ortserve.export.quantize import Int8Options
 from ortserve.export.recipes import digits, models
 from ortserve.export.recipes.train import (
     TrainResult,
@@ -50,7 +54,10 @@ STREAM_NAME = "digits_lstm_stream"
 # The same step graph also serves with server-held state (sequence_batching); this server path carries the
 # state in the client, so every replica can continue every sequence.
 STREAM_STATE = "client"
+RESNET_INT8_NAME = "digits_resnet_int8"
 ACCURACY_TOLERANCE = 0.005
+# int8 is held to its proof (>= 99% top-1 agreement with PyTorch), so its accuracy may move up to 1 point.
+INT8_ACCURACY_TOLERANCE = 0.01
 LISTENING_PREFIX = "ORTSERVE_LISTENING"
 
 
@@ -66,10 +73,12 @@ class ServedAccuracy:
     """Samples per second through the client, batched requests."""
     latencies_ms: np.ndarray
     """Per-request latency of single-sample requests."""
+    tolerance: float = ACCURACY_TOLERANCE
+    """How far served accuracy may be from PyTorch's."""
 
     @property
     def agrees(self) -> bool:
-        return abs(self.served - self.pytorch) <= ACCURACY_TOLERANCE
+        return abs(self.served - self.pytorch) <= self.tolerance
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a quick smoke run: short training, 100 held-out samples, 20 latency calls",
     )
     parser.add_argument("--retrain", action="store_true", help="train again even if checkpoints exist")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help=f"int8: also export the ResNet int8 ({RESNET_INT8_NAME}) and report it beside fp32",
+    )
     return parser
 
 
@@ -123,7 +138,12 @@ def _latest_export_sha(repository: Path, name: str) -> str | None:
 
 
 def _export(
-    repository: Path, name: str, trained: TrainResult, model: torch.nn.Module, spec: ExportSpec
+    repository: Path,
+    name: str,
+    trained: TrainResult,
+    model: torch.nn.Module,
+    spec: ExportSpec,
+    int8: Int8Options | None = None,
 ) -> None:
     """Export the trained `model` unless the latest version already comes from the same checkpoint."""
     if _latest_export_sha(repository, name) == trained.sha256:
@@ -138,6 +158,7 @@ def _export(
         labels=trained.label_names,
         source=trained.factory or trained.arch,
         checkpoint_sha256=trained.sha256,
+        int8=int8,
     )
     _say(format_summary(result))
 
@@ -196,6 +217,7 @@ def _measure(
     pytorch_predictions: np.ndarray,
     latency_calls: int,
     batch: int = 64,
+    tolerance: float = ACCURACY_TOLERANCE,
 ) -> ServedAccuracy:
     predictions = []
     started = time.perf_counter()
@@ -215,6 +237,7 @@ def _measure(
         pytorch=float(np.mean(pytorch_predictions == labels)),
         throughput=throughput,
         latencies_ms=np.asarray(latencies),
+        tolerance=tolerance,
     )
 
 
@@ -228,14 +251,14 @@ def _stream(client: InferenceClient, model: torch.nn.Module, sequences: np.ndarr
 
 def _report(results: Sequence[ServedAccuracy], grpc_address: str, metrics_address: str) -> str:
     header = (
-        f"{'model':<14} {'samples':>7} {'served acc':>10} {'pytorch acc':>11} {'agree':>5} "
+        f"{'model':<18} {'samples':>7} {'served acc':>10} {'pytorch acc':>11} {'agree':>5} "
         f"{'p50 ms':>7} {'p99 ms':>7} {'samples/s':>9}"
     )
     rows = [header, "-" * len(header)]
     for r in results:
         p50, p99 = np.percentile(r.latencies_ms, [50, 99])
         rows.append(
-            f"{r.model:<14} {r.samples:>7} {r.served:>10.2%} {r.pytorch:>11.2%} "
+            f"{r.model:<18} {r.samples:>7} {r.served:>10.2%} {r.pytorch:>11.2%} "
             f"{'yes' if r.agrees else 'NO':>5} {p50:>7.2f} {p99:>7.2f} {r.throughput:>9.0f}"
         )
     rows += [
@@ -286,9 +309,18 @@ def main(argv: list[str] | None = None) -> int:
     _export(args.repository, LSTM_NAME, lstm, lstm_model, ExportSpec.sequence(8, 8))
     stream_spec = ExportSpec.sequence(8, 8, stateful=True, state=STREAM_STATE)
     _export(args.repository, STREAM_NAME, lstm, lstm_model, stream_spec)
+    images = digits.load_image_split(image_size)
+    if args.precision == "int8":
+        int8 = Int8Options(
+            calibration_data=Samples(images.x_train, images.y_train),
+            validation_data=Samples(images.x_test, images.y_test),
+        )
+        spec = ExportSpec.image(
+            image_size, precision="int8", mean=models.IMAGENET_MEAN, std=models.IMAGENET_STD
+        )
+        _export(args.repository, RESNET_INT8_NAME, resnet, resnet_model, spec, int8)
 
     grey, labels = digits.heldout_grey_images()
-    images = digits.load_image_split(image_size)
     sequences = digits.load_sequence_split()
     grey, labels = grey[:samples], labels[:samples]
     torch_images = models.normalize_uint8_images(torch.from_numpy(images.x_test[:samples]))
@@ -300,10 +332,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with InferenceClient(grpc_address, timeout=60) as client:
 
-            def classify(batch: Sequence[np.ndarray]) -> np.ndarray:
-                return np.array(
-                    [label_index[top[0][0]] for top in client.classify(RESNET_NAME, list(batch), 1)]
-                )
+            def classifier(model: str) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+                def classify(batch: Sequence[np.ndarray]) -> np.ndarray:
+                    ranked = client.classify(model, list(batch), 1)
+                    return np.array([label_index[top[0][0]] for top in ranked])
+
+                return classify
 
             def predict(batch: Sequence[np.ndarray]) -> np.ndarray:
                 return np.array([row.argmax() for row in client.predict_sequences(LSTM_NAME, list(batch))])
@@ -311,12 +345,28 @@ def main(argv: list[str] | None = None) -> int:
             results = [
                 _measure(
                     RESNET_NAME,
-                    classify,
+                    classifier(RESNET_NAME),
                     lambda g: client.classify(RESNET_NAME, g, 1),
                     list(grey),
                     labels,
                     resnet_torch,
                     latency_calls,
+                ),
+                *(
+                    [
+                        _measure(
+                            RESNET_INT8_NAME,
+                            classifier(RESNET_INT8_NAME),
+                            lambda g: client.classify(RESNET_INT8_NAME, g, 1),
+                            list(grey),
+                            labels,
+                            resnet_torch,
+                            latency_calls,
+                            tolerance=INT8_ACCURACY_TOLERANCE,
+                        )
+                    ]
+                    if args.precision == "int8"
+                    else []
                 ),
                 _measure(
                     LSTM_NAME,
@@ -343,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r.model for r in results if not r.agrees]
     if failed:
         sys.stderr.write(
-            f"ortserve quickstart: served accuracy differs from PyTorch's by more than "
-            f"{ACCURACY_TOLERANCE:.1%} for {', '.join(failed)}\n"
+            f"ortserve quickstart: served accuracy differs from PyTorch's by more than allowed "
+            f"({ACCURACY_TOLERANCE:.1%}, int8 {INT8_ACCURACY_TOLERANCE:.1%}) for {', '.join(failed)}\n"
         )
     if not streamed.agrees:
         sys.stderr.write(
