@@ -70,14 +70,14 @@ def load_samples(
         samples = source
     else:
         path = Path(source)
+        if not path.exists():
+            raise CalibrationError(f"{what} {path} does not exist")
         if path.is_dir():
             samples = _image_folder(path, spec, what, labels)
         elif path.suffix == ".npy":
             samples = Samples(_load_array(path, what))
         elif path.suffix == ".npz":
             samples = _npz(path, spec, what)
-        elif not path.exists():
-            raise CalibrationError(f"{what} {path} does not exist")
         else:
             raise CalibrationError(f"{what} {path} must be a folder of images, a .npy or a .npz file")
     return _checked(samples, spec, what)

@@ -42,3 +42,22 @@ def test_quickstart_short_reuses_checkpoints_and_agrees_with_pytorch(trained_dig
     assert (tmp_path / "model_repository" / "digits_resnet" / "1" / "model.onnx").is_file()
     assert (tmp_path / "model_repository" / "digits_lstm" / "config.pbtxt").is_file()
     assert (tmp_path / "model_repository" / "digits_lstm_stream" / "1" / "model.onnx").is_file()
+
+
+def test_quickstart_int8_reports_int8_beside_fp32(trained_digits, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    for result in (trained_digits.resnet, trained_digits.lstm):
+        for path in (result.checkpoint, result.checkpoint + ".json"):
+            shutil.copy(path, checkpoints)
+    command = [sys.executable, "-m", "ortserve.client.cli", "quickstart", "--short", "--precision", "int8"]
+    command += ["--grpc-port", "0", "--metrics-port", "0"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "int8 agreement" in out  # the export summary's proof
+    for name in ("digits_resnet", "digits_resnet_int8", "digits_lstm"):
+        row = next(line for line in out.splitlines() if line.startswith(name + " "))
+        assert " yes " in row, row
+    config = (tmp_path / "model_repository" / "digits_resnet_int8" / "config.pbtxt").read_text()
+    assert 'string_value: "int8"' in config

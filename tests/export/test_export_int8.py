@@ -207,3 +207,39 @@ def test_cli_flags_and_their_errors(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "percentile, 5 sample(s)" in out and "precision         int8" in out
     assert config_of(tmp_path / "repo" / "cli_int8").parameters["precision"].string_value == "int8"
+
+
+def _digits_int8(trained_digits, repo: Path, calibration: Samples) -> object:
+    from ortserve.export.recipes import digits, models
+
+    split = digits.load_image_split(trained_digits.resnet.image_size)
+    spec = ExportSpec.image(
+        trained_digits.resnet.image_size,
+        precision="int8",
+        mean=models.IMAGENET_MEAN,
+        std=models.IMAGENET_STD,
+        batch_sizes=(1, 2),
+    )
+    # Speed is judged by the benchmark: a test on a shared 2-core machine must not depend on timings.
+    options = Int8Options(calibration, validation_data=Samples(split.x_test, split.y_test), allow_slower=True)
+    return export_model(trained_digits.torch_model("resnet"), spec, repository=repo, name="d", int8=options)
+
+
+@pytest.mark.slow
+def test_trained_digits_resnet_int8_meets_the_default_agreement(trained_digits, tmp_path: Path) -> None:
+    from ortserve.export.recipes import digits
+
+    split = digits.load_image_split(trained_digits.resnet.image_size)
+    result = _digits_int8(trained_digits, tmp_path / "repo", Samples(split.x_train, split.y_train))
+    report = result.int8
+    assert report.agreement >= 0.99 and report.validation_samples == len(split.x_test)
+    assert abs(report.accuracy_int8 - report.accuracy_fp32) <= 0.01
+
+
+@pytest.mark.slow
+def test_all_zero_calibration_is_refused(trained_digits, tmp_path: Path) -> None:
+    size = trained_digits.resnet.image_size
+    zeros = Samples(np.zeros((64, 3, size, size), np.uint8))
+    with pytest.raises(QuantizationError, match="top-1 agreement with the PyTorch model is"):
+        _digits_int8(trained_digits, tmp_path / "repo", zeros)
+    assert files_under(tmp_path / "repo") == {}
