@@ -129,6 +129,8 @@ class ExportSpec:
             raise SpecError(f"state must be one of {STATE_MODES}, got {self.state!r}")
         if self.stateful and self.kind != "sequence":
             raise SpecError("a stateful (streaming) export needs a sequence model ([B, T, F] input)")
+        if self.stateful and self.precision == "int8":
+            raise SpecError("int8 is not available for stateful (streaming) exports: export them fp32")
         if min(self.tolerance) < 0:
             raise SpecError("atol and rtol must be >= 0")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):

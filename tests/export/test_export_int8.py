@@ -178,6 +178,8 @@ def test_option_errors() -> None:
         Int8Options(calibration_method="kl")
     with pytest.raises(SpecError, match="--calibration-samples must be >= 1"):
         Int8Options(calibration_samples=0)
+    with pytest.raises(SpecError, match="int8 is not available for stateful"):
+        ExportSpec.sequence(8, 8, precision="int8", stateful=True)
     with pytest.raises(SpecError, match="int8 options given for a fp32 export"):
         export_model(make_tiny_cnn(), ExportSpec.image(16), repository="unused", name="n", int8=Int8Options())
     with pytest.raises(CalibrationError, match="at least 2 are needed"):
