@@ -320,3 +320,20 @@ def test_model_with_its_own_initial_state_is_refused(repo: Path) -> None:
     with pytest.raises(SpecError, match="non-zero initial state"):
         export_model(LearnedStart(), spec(), repository=repo, name="learned")
     assert files_under(repo) == {}
+
+
+def test_client_carried_state_streams_through_the_server(repo: Path, start_ortserve) -> None:
+    import functools
+    import json
+
+    from ortserve.client import InferenceClient
+
+    model = make_rnn(cell="lstm", features=FEATURES, num_layers=2)
+    export_model(model, spec(state="client"), repository=repo, name="carried")
+    sequences = np.random.default_rng(5).standard_normal((6, 5, FEATURES), dtype=np.float32)
+    with start_ortserve(repo) as server, InferenceClient(server.grpc_address, timeout=60) as client:
+        states = json.loads(client.model_config("carried").parameters["stateful"].string_value)["states"]
+        infer = functools.partial(client.infer, "carried")
+        agreement = stream_rows(lambda: CarriedState(infer, states), model, sequences, name="carried")
+    assert agreement.steps == 30 and agreement.agrees, agreement.summary()
+    assert agreement.max_abs < 1e-4
