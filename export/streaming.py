@@ -67,9 +67,11 @@ def stream_rows(
     *,
     name: str,
     output: str = "output",
+    batched: bool = True,
 ) -> StreamAgreement:
     """Send each of `sequences` ([N, T, F]) one step at a time through its own sequence, and compare the
-    output after every step with `model` on that prefix."""
+    output after every step with `model` on that prefix. `step` gets [1, 1, F] chunks when `batched`, else
+    [1, F] (the client's `sequence(model).step` adds the batch axis itself)."""
     count, length, _ = sequences.shape
     model.eval()
     with torch.no_grad():
@@ -80,7 +82,8 @@ def stream_rows(
     for index in range(count):
         with open_sequence() as sequence:
             for t in range(length):
-                got = np.asarray(_pick(sequence.step(sequences[index : index + 1, t : t + 1]), output))
+                chunk = sequences[index : index + 1, t : t + 1]
+                got = np.asarray(_pick(sequence.step(chunk if batched else chunk[0]), output))
                 want = expected[index, t]
                 got = got.reshape(want.shape)
                 worst = max(worst, float(np.abs(got.astype(np.float64) - want).max()))

@@ -337,3 +337,19 @@ def test_client_carried_state_streams_through_the_server(repo: Path, start_ortse
         agreement = stream_rows(lambda: CarriedState(infer, states), model, sequences, name="carried")
     assert agreement.steps == 30 and agreement.agrees, agreement.summary()
     assert agreement.max_abs < 1e-4
+
+
+@pytest.mark.parametrize("state", ["server", "client"])
+def test_client_sequence_streams_an_export_like_pytorch(repo: Path, start_ortserve, state: str) -> None:
+    import functools
+
+    from ortserve.client import InferenceClient
+
+    model = make_two_recurrent(features=FEATURES)
+    export_model(model, spec(state=state), repository=repo, name="streamed")
+    sequences = np.random.default_rng(6).standard_normal((4, 5, FEATURES), dtype=np.float32)
+    with start_ortserve(repo) as server, InferenceClient(server.grpc_address, timeout=60) as client:
+        open_sequence = functools.partial(client.sequence, "streamed")
+        agreement = stream_rows(open_sequence, model, sequences, name="streamed", batched=False)
+    assert agreement.steps == 20 and agreement.agrees, agreement.summary()
+    assert agreement.max_abs < 1e-4
