@@ -1,23 +1,29 @@
-"""The scheduler of one model version: a request queue, dynamic batching, one worker per instance.
+"""The scheduler of one model version: request queues (one per priority level), dynamic batching, one
+worker per instance.
 
-Each request gets one asyncio.Future. A worker that is idle takes what is queued at once, so batching
-never adds latency: batches form from the requests that queued while every instance was busy. Holding an
-idle instance back to fill a preferred size (max_queue_delay_microseconds) was measured to cost the
-LSTM half its throughput at 8 in flight, with nothing gained for the ResNet, so it is not done.
-Only requests with the same key (non-batch shapes, dtypes, input names) share a batch; a batch never
-exceeds max_batch_size rows. Sessions run in a thread pool (one thread per instance) so onnxruntime
-works without the GIL while the event loop stays free.
+Each request gets one asyncio.Future. A worker that is idle takes what is queued at once, so by default
+batching never adds latency: batches form from the requests that queued while every instance was busy.
+Holding an idle instance back to fill a preferred size (max_queue_delay_microseconds) was measured to cost
+the LSTM half its throughput at 8 in flight, with nothing gained for the ResNet, so it is done only when a
+config asks for it (ortserve's exporter does not). Only requests with the same key (non-batch shapes,
+dtypes, input names) share a batch; a batch never exceeds max_batch_size rows. Requests whose client
+cancelled, whose deadline passed or whose queue timeout expired never run: a timer fails them when they
+expire, and taking a batch skips them. Sessions run in a thread pool (one thread per instance) so
+onnxruntime works without the GIL while the event loop stays free.
 
-Quick models (one instance, batches under INLINE_INFER_S) run on the event loop instead: the hand-off to
-a thread would cost more than the run. On ortserve's IdleAwareEventLoop their queue is run when the loop
-has nothing else to do, so the requests that arrived while it was busy share one batch, and a lone
-request runs before the loop sleeps (docs/performance.md).
+Quick batches of a model with one instance run on the event loop instead: the hand-off to a thread would
+cost more than the run. Whether a batch is quick is decided per batch, from its input elements times the
+measured seconds per element, so one long sequence to a quick model goes to the pool and never freezes the
+loop. On ortserve's IdleAwareEventLoop quick batches run when the loop has nothing else to do, so the
+requests that arrived while it was busy share one batch, and a lone request runs before the loop sleeps
+(docs/performance.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,24 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import DeadlineExceeded, InternalError, QueueFull, QueueTimeout, Unavailable
+from .memory import MemoryGuard
+from .scheduling import BatchPolicy, Scheduling
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BatchPolicy:
-    """How a model version queues and batches (from config max_batch_size and dynamic_batching)."""
-
-    max_batch_size: int = 0
-    """Rows per batch at most; 0 means the model does not batch (inputs have no batch dimension)."""
-    dynamic: bool = False
-    """Merge queued requests into one batch (dynamic_batching present)."""
-    max_queue_size: int = 0
-    """Queued requests at most (0 = unbounded); more are refused with UNAVAILABLE."""
-    queue_timeout_s: float = 0.0
-    """Time a request may wait in the queue (0 = forever)."""
-    reject_on_timeout: bool = True
-    """Timeout action REJECT (True) or DELAY (False: an expired request still runs)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -59,6 +51,7 @@ class Pending:
     enqueued: float
     expires: float | None
     deadline: float | None
+    elements: int
     queued_s: float = 0.0
 
 
@@ -76,163 +69,252 @@ class Result:
 
 # Below this onnxruntime time per batch, handing the batch to a worker thread (and the result back to the
 # event loop) costs more CPU and latency than the run itself: the LSTM served 1.6-1.8x faster inline,
-# measured with bench/run.py (docs/performance.md). Slow models still run in the pool, never on the loop.
+# measured with bench/run.py (docs/performance.md). Longer batches run in the pool, never on the loop.
 INLINE_INFER_S = 0.002
 INFER_EWMA = 0.2
+DEFAULT_SCHEDULING = Scheduling()
 
 BatchObserver = Callable[[int, int, int, int], None]  # (batch_size, input_ns, infer_ns, output_ns)
 
 
 class Batcher:
-    """Queue + workers of one model version. Create and use it inside the running event loop."""
+    """Queues + workers of one model version. Create and use it inside the running event loop.
+
+    `seconds_per_element`: onnxruntime's time per input element measured at warm-up (None: unknown, the
+    first batches run in the pool); `memory`: the budget check and arena shrinkage (None: neither)."""
 
     def __init__(
-        self, name: str, sessions: Sequence, policy: BatchPolicy, on_batch: BatchObserver | None = None
+        self,
+        name: str,
+        sessions: Sequence,
+        policy: BatchPolicy,
+        on_batch: BatchObserver | None = None,
+        *,
+        seconds_per_element: float | None = None,
+        memory: MemoryGuard | None = None,
     ):
         self.name = name
         self.policy = policy
         self._sessions = list(sessions)
         self._on_batch = on_batch
-        self._queue: deque[Pending] = deque()
+        self._memory = memory
+        self._queues: list[deque[Pending]] = [deque() for _ in range(policy.levels)]
         self._arrived = asyncio.Event()
         self._running = 0
         self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=len(self._sessions), thread_name_prefix=f"ort-{name}")
-        # Running average of onnxruntime's time per batch; starts high so the first batches use the pool.
-        self._infer_s = INLINE_INFER_S * 4
-        # IdleAwareEventLoop.when_idle, or None on another loop (then the worker runs quick batches too).
-        self._when_idle = getattr(asyncio.get_running_loop(), "when_idle", None)
+        # Running average of onnxruntime's time per input element: a batch's cost is its elements times it.
+        self._s_per_element = seconds_per_element
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        # IdleAwareEventLoop.when_idle, or None on another loop or when batches wait to fill (then the
+        # worker runs quick batches too).
+        self._when_idle = None if policy.max_queue_delay_s > 0 else getattr(loop, "when_idle", None)
         self._flush_scheduled = False
-        self._workers = [asyncio.create_task(self._work(session)) for session in self._sessions]
+        self._workers = [asyncio.create_task(self._work(index)) for index in range(len(self._sessions))]
 
-    def _inline_ok(self) -> bool:
-        """Run on the event loop: one instance and batches so quick the thread hand-off would cost more."""
-        return len(self._sessions) == 1 and self._infer_s < INLINE_INFER_S
+    def estimate_s(self, elements: int) -> float:
+        """onnxruntime's expected time for a batch of this many input elements (inf while unknown)."""
+        return math.inf if self._s_per_element is None else elements * self._s_per_element
+
+    def _inline_ok(self, elements: int = 1) -> bool:
+        """Run on the event loop: one instance and a batch so quick the thread hand-off would cost more."""
+        return len(self._sessions) == 1 and self.estimate_s(elements) < INLINE_INFER_S
 
     @property
     def pending(self) -> int:
-        """Requests waiting in the queue."""
-        return len(self._queue)
+        """Requests waiting in the queues."""
+        return sum(len(queue) for queue in self._queues)
 
     def submit(
-        self, inputs: dict[str, np.ndarray], rows: int, outputs: Sequence[str], deadline: float | None = None
-    ):
-        """Queue a request; return its future. Raises Unavailable when closed or the queue is full."""
+        self,
+        inputs: dict[str, np.ndarray],
+        rows: int,
+        outputs: Sequence[str],
+        deadline: float | None = None,
+        scheduling: Scheduling = DEFAULT_SCHEDULING,
+    ) -> asyncio.Future:
+        """Queue a request; return its future (resolving to a Result). Raises Unavailable when closed or
+        the level's queue is full, ResourceExhausted when it would exceed the memory budget."""
         if self._closed:
             raise Unavailable(f"model {self.name} is unloading")
         policy = self.policy
-        if policy.max_queue_size and len(self._queue) >= policy.max_queue_size:
-            raise QueueFull(f"model {self.name}: request exceeds maximum queue size {policy.max_queue_size}")
+        queue = self._queues[max(scheduling.level, 1) - 1]
+        queue_policy = policy.queue_policy(scheduling.level)
+        if queue_policy.max_queue_size and len(queue) >= queue_policy.max_queue_size:
+            raise QueueFull(
+                f"model {self.name}: request exceeds maximum queue size {queue_policy.max_queue_size}"
+            )
+        elements = sum(array.size for array in inputs.values())
+        if self._memory is not None:
+            self._memory.check(inputs, elements)
         now = time.monotonic()
         key = tuple(
             (name, array.shape[1:] if policy.max_batch_size else array.shape, array.dtype)
             for name, array in inputs.items()
         )
-        pending = Pending(
-            inputs,
-            rows,
-            key,
-            tuple(outputs),
-            asyncio.get_running_loop().create_future(),
-            now,
-            now + policy.queue_timeout_s if policy.queue_timeout_s else None,
-            deadline,
-        )
-        self._queue.append(pending)
-        if self._when_idle is not None and not self._running and self._inline_ok():
+        timeout = queue_policy.timeout_s if scheduling.timeout_s is None else scheduling.timeout_s
+        expires = now + timeout if timeout and queue_policy.reject_on_timeout else None
+        future = self._loop.create_future()
+        pending = Pending(inputs, rows, key, tuple(outputs), future, now, expires, deadline, elements)
+        queue.append(pending)
+        for when in (expires, deadline):
+            if when is not None and when < self._timer_at:
+                self._arm(when)
+        if self._when_idle is not None and not self._running and self._inline_ok(elements):
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._when_idle(self._flush)
         else:
             self._arrived.set()
-        return pending.future
+        return future
+
+    def _arm(self, when: float) -> None:
+        """Fail expired requests at `when` (time.monotonic()), not only when a worker takes a batch."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_later(max(when - time.monotonic(), 0.0), self._expire)
+
+    def _expire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now = time.monotonic()
+        earliest = math.inf
+        for index, queue in enumerate(self._queues):
+            kept = deque(p for p in queue if self._live(p, now))
+            self._queues[index] = kept
+            for pending in kept:
+                earliest = min(earliest, pending.expires or math.inf, pending.deadline or math.inf)
+        if earliest < math.inf:
+            self._arm(earliest)
+
+    def _live(self, pending: Pending, now: float) -> bool:
+        """False for a request that must not run: cancelled, or failed here as its deadline or queue
+        timeout passed."""
+        if pending.future.done():
+            return False
+        if pending.deadline is not None and pending.deadline <= now:
+            pending.future.set_exception(DeadlineExceeded(f"model {self.name}: deadline passed in the queue"))
+            return False
+        if pending.expires is not None and pending.expires <= now:
+            pending.future.set_exception(QueueTimeout(f"model {self.name}: request timeout expired"))
+            return False
+        return True
+
+    def _peek(self) -> Pending | None:
+        """The request the next batch starts with (highest level first), dropping stale ones before it."""
+        now = time.monotonic()
+        for queue in self._queues:
+            while queue:
+                if self._live(queue[0], now):
+                    return queue[0]
+                queue.popleft()
+        return None
 
     def _flush(self) -> None:
-        """The loop is about to wait: run what queued meanwhile, on the loop, batch after batch."""
+        """The loop is about to wait: run what queued meanwhile, on the loop, batch after batch, as long
+        as each batch is quick; a long one is left to the worker, which runs it in the pool."""
         self._flush_scheduled = False
-        session = self._sessions[0]
-        while self._queue and not self._running and self._inline_ok():
-            self._drop_stale()
-            if self._queue:
-                self._finish(self._take(), session)
-        if self._queue:
-            self._arrived.set()  # the model turned slow or a batch is running: the worker takes over
+        while not self._running and (head := self._peek()) is not None and self._inline_ok(head.elements):
+            budget = INLINE_INFER_S / self._s_per_element if self._s_per_element else None
+            self._finish(self._take(budget), 0)
+        if self.pending:
+            self._arrived.set()
 
     async def close(self) -> None:
         """Refuse new requests, let queued and running ones finish, then stop the workers."""
         self._closed = True
-        while self._queue or self._running:
+        while self.pending or self._running:
             await asyncio.sleep(0.01)
+        if self._timer is not None:
+            self._timer.cancel()
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._executor.shutdown(wait=False)
 
-    async def _work(self, session) -> None:
+    async def _work(self, index: int) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            self._drop_stale()
-            if not self._queue:
+            head = self._peek()
+            if head is None:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
+            if self.policy.max_queue_delay_s > 0:
+                await self._fill(head)
             batch = self._take()
+            if not batch:
+                continue
             self._running += 1
             try:
-                await self._run(loop, session, batch)
+                await self._run(loop, index, batch)
             finally:
                 self._running -= 1
-                if self._queue:
+                if self.pending:
                     self._arrived.set()
 
-    def _drop_stale(self) -> None:
-        """Forget cancelled requests; fail those whose queue timeout or client deadline passed."""
-        now = time.monotonic()
-        if not any(
-            p.future.done() or (p.expires and p.expires <= now) or (p.deadline and p.deadline <= now)
-            for p in self._queue
-        ):
-            return
-        kept = deque()
-        for pending in self._queue:
-            if pending.future.done():
-                continue
-            if pending.deadline and pending.deadline <= now:
-                pending.future.set_exception(
-                    DeadlineExceeded(f"model {self.name}: deadline passed in the queue")
-                )
-            elif pending.expires and pending.expires <= now and self.policy.reject_on_timeout:
-                pending.future.set_exception(QueueTimeout(f"model {self.name}: request timeout expired"))
-            else:
-                kept.append(pending)
-        self._queue = kept
+    async def _fill(self, head: Pending) -> None:
+        """max_queue_delay: wait until requests like `head` reach the batch target, or its delay ends."""
+        until = head.enqueued + self.policy.max_queue_delay_s
+        target = self.policy.batch_target
+        while not head.future.done() and self._rows_like(head) < target:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
 
-    def _take(self) -> list[Pending]:
-        head = self._queue.popleft()
-        batch, rows = [head], head.rows
+    def _rows_like(self, head: Pending) -> int:
+        return sum(p.rows for queue in self._queues for p in queue if p.key == head.key)
+
+    def _take(self, max_elements: float | None = None) -> list[Pending]:
+        """The next batch: the first live request of the highest non-empty level and, with dynamic
+        batching, later ones with its key (higher levels first) up to max_batch_size rows and
+        `max_elements` input elements. Stale requests met on the way are dropped."""
+        head = self._peek()
+        if head is None:
+            return []
+        for queue in self._queues:
+            if queue and queue[0] is head:
+                queue.popleft()
+                break
+        batch, rows, elements = [head], head.rows, head.elements
         limit = self.policy.max_batch_size
+        now = time.monotonic()
         if self.policy.dynamic and rows < limit:
-            kept = deque()
-            while self._queue:
-                pending = self._queue.popleft()
-                if pending.key == head.key and rows + pending.rows <= limit:
-                    batch.append(pending)
-                    rows += pending.rows
-                    if rows == limit:
-                        break
-                else:
-                    kept.append(pending)
-            kept.extend(self._queue)
-            self._queue = kept
-        taken = time.monotonic()
+            for index, queue in enumerate(self._queues):
+                if rows >= limit:
+                    break
+                kept: deque[Pending] = deque()
+                while queue and rows < limit:
+                    pending = queue.popleft()
+                    if not self._live(pending, now):
+                        continue
+                    fits = max_elements is None or elements + pending.elements <= max_elements
+                    if pending.key == head.key and rows + pending.rows <= limit and fits:
+                        batch.append(pending)
+                        rows += pending.rows
+                        elements += pending.elements
+                    else:
+                        kept.append(pending)
+                kept.extend(queue)
+                self._queues[index] = kept
         for pending in batch:
-            pending.queued_s = taken - pending.enqueued
+            pending.queued_s = now - pending.enqueued
         return batch
 
-    def _execute(self, session, batch: list[Pending], names: list[str]):
+    def _execute(self, index: int, batch: list[Pending], names: list[str]):
         """execute() on the calling thread (loop or worker); failures become InternalError."""
+        elements = sum(p.elements for p in batch)
+        options = self._memory.run_options(index, elements) if self._memory is not None else None
         try:
-            return execute(session, batch, names, self.policy.max_batch_size > 0)
+            return execute(self._sessions[index], batch, names, self.policy.max_batch_size > 0, options)
         except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
             raise self._failure(batch, exc) from exc
 
@@ -242,22 +324,22 @@ class Batcher:
         log.error("model %s: batch of %d requests failed", self.name, len(batch), exc_info=exc)
         return InternalError("internal error")
 
-    async def _run(self, loop, session, batch: list[Pending]) -> None:
-        if self._inline_ok():
-            self._finish(batch, session)
+    async def _run(self, loop, index: int, batch: list[Pending]) -> None:
+        if self._inline_ok(sum(p.elements for p in batch)):
+            self._finish(batch, index)
             return
         names = _output_names(batch)
         try:
-            split, timings = await loop.run_in_executor(self._executor, self._execute, session, batch, names)
+            split, timings = await loop.run_in_executor(self._executor, self._execute, index, batch, names)
         except InternalError as error:
             _fail(batch, error)
             return
         self._deliver(batch, split, timings)
 
-    def _finish(self, batch: list[Pending], session) -> None:
+    def _finish(self, batch: list[Pending], index: int) -> None:
         """Run a batch on the event loop and answer its requests."""
         try:
-            split, timings = self._execute(session, batch, _output_names(batch))
+            split, timings = self._execute(index, batch, _output_names(batch))
         except InternalError as error:
             _fail(batch, error)
             return
@@ -269,7 +351,11 @@ class Batcher:
         for pending, outputs in zip(batch, split, strict=True):
             if not pending.future.done():
                 pending.future.set_result(Result(outputs, rows, int(pending.queued_s * 1e9), *timings))
-        self._infer_s = INFER_EWMA * timings[1] / 1e9 + (1 - INFER_EWMA) * self._infer_s
+        measured = timings[1] / 1e9 / max(sum(p.elements for p in batch), 1)
+        previous = self._s_per_element
+        self._s_per_element = (
+            measured if previous is None else INFER_EWMA * measured + (1 - INFER_EWMA) * previous
+        )
         if self._on_batch is not None:
             try:
                 self._on_batch(rows, *timings)
@@ -287,7 +373,7 @@ def _fail(batch: list[Pending], error: Exception) -> None:
             pending.future.set_exception(error)
 
 
-def execute(session, batch: list[Pending], names: list[str], batched: bool):
+def execute(session, batch: list[Pending], names: list[str], batched: bool, run_options=None):
     """Run one batch (on the loop or a worker thread): merge inputs, run, check rows, split outputs back."""
     start = time.perf_counter_ns()
     if len(batch) == 1:
@@ -295,7 +381,7 @@ def execute(session, batch: list[Pending], names: list[str], batched: bool):
     else:
         feeds = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
     ran = time.perf_counter_ns()
-    arrays = session.run(names, feeds)
+    arrays = session.run(names, feeds, run_options)
     done = time.perf_counter_ns()
     if not batched:
         split = [dict(zip(names, arrays, strict=True))]

@@ -10,6 +10,7 @@ from ortserve.protos import grpc_service_pb2
 from .classification import classify
 from .errors import Cancelled, ServeError
 from .repository import ModelRepository
+from .scheduling import request_scheduling
 from .sequence_state import sequence_flags
 from .tensors import decode_request, encode_outputs
 
@@ -30,7 +31,8 @@ async def infer(
             flags = sequence_flags(model.name, request.parameters)
             result = await model.sequences.run(flags, decoded.inputs, decoded.rows, names, deadline)
         else:  # sequence parameters sent to a stateless model are ignored, as Triton does
-            result = await model.batcher.submit(decoded.inputs, decoded.rows, names, deadline)
+            scheduling = request_scheduling(model.name, request.parameters, model.policy)
+            result = await model.batcher.submit(decoded.inputs, decoded.rows, names, deadline, scheduling)
         response = grpc_service_pb2.ModelInferResponse(
             model_name=model.name, model_version=model.version_label, id=request.id
         )

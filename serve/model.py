@@ -13,10 +13,11 @@ from pathlib import Path
 from ortserve.protos import model_config_pb2
 from ortserve.protos import repository_layout as layout
 
-from . import runtime
-from .batcher import INLINE_INFER_S, Batcher, BatchPolicy
+from . import memory, runtime
+from .batcher import INLINE_INFER_S, Batcher
 from .errors import ModelLoadError
 from .model_config import OnnxTensor, TensorSpec, complete_io, tensor_specs
+from .scheduling import BatchPolicy, batch_policy
 from .sequence_state import SequencePolicy, sequence_policy
 from .sequences import SequenceBatcher
 from .statistics import ModelRecorder
@@ -35,6 +36,7 @@ class LoadOptions:
     strict: bool = False
     default_max_batch_size: int = 32
     max_batch_size_given: bool = False
+    max_request_memory_bytes: int = 1 << 30
 
 
 @dataclass(eq=False)
@@ -52,6 +54,10 @@ class ModelVersion:
     warmup_notes: list[str] = field(default_factory=list)
     spinning: str = "0"
     """How onnxruntime's threads wait: "0", "1" or runtime.SPIN_IN_RUNS (config allow_spinning, or chosen)."""
+    policy: BatchPolicy = field(default_factory=BatchPolicy)
+    seconds_per_element: float | None = None
+    """onnxruntime's time per input element at warm-up (batch 1), the batcher's first cost estimate."""
+    memory_guard: memory.MemoryGuard | None = None
     batcher: Batcher | None = None
     recorder: ModelRecorder | None = None
     sequence_policy: SequencePolicy | None = None
@@ -135,7 +141,12 @@ class ModelVersion:
                 model.spinning,
             )
             model.sessions = [runtime.create_session(model_path, spec, quick, config.name) for spec in specs]
-            model.warm_up()
+            first_run_s = model.warm_up()
+        model.policy = batch_policy(config)
+        first = model.warmup_feeds(model.warmup_batch_sizes()[0])
+        if math.isfinite(first_run_s):
+            model.seconds_per_element = first_run_s / max(memory.elements_of(first), 1)
+        model.memory_guard = model.measure_memory(options.max_request_memory_bytes, specs)
         return model
 
     def warmup_batch_sizes(self) -> list[int | None]:
@@ -147,6 +158,13 @@ class ModelVersion:
             sizes.update(self.config.dynamic_batching.preferred_batch_size)
         return sorted(sizes)
 
+    def warmup_feeds(self, size: int | None, length: int = 1) -> dict:
+        """runtime.warmup_feeds plus zero sequence state (stateful models)."""
+        feeds = runtime.warmup_feeds(self.inputs, size, length)
+        for pair in self.sequence_policy.states if self.sequence_policy else ():
+            feeds[pair.input_name] = pair.zeros(size)
+        return feeds
+
     def warm_up(self) -> float:
         """Run each session once per warm-up batch size (the first size twice); shapes that cannot be formed
         are noted. Returns the seconds of the second run at the first size (inf when it could not run)."""
@@ -154,9 +172,7 @@ class ModelVersion:
         first_run_s = math.inf
         self.warmup_notes.clear()
         for index, size in enumerate(self.warmup_batch_sizes()):
-            feeds = runtime.warmup_feeds(self.inputs, size)
-            for pair in self.sequence_policy.states if self.sequence_policy else ():
-                feeds[pair.input_name] = pair.zeros(size)
+            feeds = self.warmup_feeds(size)
             for session in self.sessions:
                 try:
                     session.run(None, feeds)
@@ -178,14 +194,40 @@ class ModelVersion:
                     break
         return first_run_s
 
+    def measure_memory(self, budget_bytes: int, specs: list[runtime.InstanceSpec]) -> memory.MemoryGuard:
+        """Estimate bytes per input element and give back what warm-up left in
+        the arenas, so an idle model holds no more than one small run needs (module serve.memory)."""
+        sizes = self.warmup_batch_sizes()
+        small = self.warmup_feeds(sizes[0])
+        shrink = tuple(memory.shrink_options(runtime.arena_devices(spec)) for spec in specs)
+        probes = [self.warmup_feeds(sizes[-1])]
+        dynamic = max((sum(dim < 0 for dim in spec.dims) for spec in self.inputs.values()), default=0)
+        if dynamic and not self.warmup_notes:
+            length = max(round(memory.PROBE_ELEMENTS_PER_ROW_DIMS ** (1 / dynamic)), 1)
+            probes.append(self.warmup_feeds(sizes[0], length))
+        per_element, known = memory.probe_bytes_per_element(self.sessions[0], shrink[0], small, probes)
+        log.info(
+            "model %s version %d: about %s bytes of memory per input element",
+            self.name,
+            self.version,
+            "unknown" if per_element is None else f"{per_element:.0f}",
+        )
+        for session, options in zip(self.sessions[1:], shrink[1:], strict=True):
+            session.run(None, small, options)
+        return memory.MemoryGuard(
+            f"'{self.name}' version {self.version}", budget_bytes, per_element, known, shrink
+        )
+
     def start(self, recorder: ModelRecorder) -> None:
         """Create the scheduler (inside the running event loop)."""
         self.recorder = recorder
         self.batcher = Batcher(
             f"'{self.name}' version {self.version}",
             self.sessions,
-            batch_policy(self.config),
+            self.policy,
             recorder.batch_executed,
+            seconds_per_element=self.seconds_per_element,
+            memory=self.memory_guard,
         )
         if self.sequence_policy is not None:
             self.sequences = SequenceBatcher(
@@ -228,21 +270,3 @@ def _labels(model_dir: Path, output, where: str) -> list[str]:
         return layout.read_labels(path)
     except (layout.PathOutsideModel, layout.InvalidLabels) as exc:
         raise ModelLoadError(f"{where}: output '{output.name}': {exc}") from None
-
-
-def batch_policy(config: model_config_pb2.ModelConfig) -> BatchPolicy:
-    """The scheduler policy of a completed config."""
-    if config.HasField("sequence_batching"):
-        # Steps of different sequences batch together (the oldest strategy); one sequence's never do.
-        return BatchPolicy(max_batch_size=config.max_batch_size, dynamic=True)
-    if not config.HasField("dynamic_batching"):
-        return BatchPolicy(max_batch_size=config.max_batch_size)
-    batching = config.dynamic_batching
-    queue = batching.default_queue_policy
-    return BatchPolicy(
-        max_batch_size=config.max_batch_size,
-        dynamic=True,
-        max_queue_size=queue.max_queue_size,
-        queue_timeout_s=queue.default_timeout_microseconds / 1e6,
-        reject_on_timeout=queue.timeout_action == model_config_pb2.ModelQueuePolicy.REJECT,
-    )

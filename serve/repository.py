@@ -7,6 +7,7 @@ keeps the versions that were serving.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -147,9 +148,7 @@ class ModelRepository:
                 log.error("%s", exc)
                 self._on_change()
                 raise
-            options = LoadOptions(
-                self._options.strict, self._options.default_max_batch_size, max_batch_size_given
-            )
+            options = dataclasses.replace(self._options, max_batch_size_given=max_batch_size_given)
             chosen = {version: folders[version] for version in versions}
             loaded, failed = await self._load_versions(entry, model_dir, config, chosen, options)
             if failed and entry.versions:

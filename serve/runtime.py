@@ -172,12 +172,23 @@ def create_session(model_path: Path, spec: InstanceSpec, options: ort.SessionOpt
     return session
 
 
-def warmup_feeds(inputs: dict[str, TensorSpec], batch_size: int | None) -> dict[str, np.ndarray]:
-    """Zero inputs of the given batch size (None: not batched); variable dims become 1."""
+def arena_devices(spec: InstanceSpec) -> tuple[str, ...]:
+    """The memory arenas an instance's runs use, as the arena shrinkage run option names them."""
+    devices = ["cpu:0"]
+    for provider in spec.providers:
+        if isinstance(provider, tuple) and provider[0] == CUDA:
+            devices.append(f"gpu:{provider[1]['device_id']}")
+    return tuple(devices)
+
+
+def warmup_feeds(
+    inputs: dict[str, TensorSpec], batch_size: int | None, length: int = 1
+) -> dict[str, np.ndarray]:
+    """Zero inputs of the given batch size (None: not batched); variable dims become `length`."""
     feeds = {}
     for spec in inputs.values():
         shape = ([batch_size] if batch_size is not None else []) + [
-            1 if dim < 0 else dim for dim in spec.dims
+            length if dim < 0 else dim for dim in spec.dims
         ]
         if spec.datatype == "BYTES":
             feeds[spec.name] = np.full(shape, "", dtype=object)

@@ -57,7 +57,11 @@ class Server:
         self.metrics = ServerMetrics(self.registry)
         self.health = HealthReporter()
         self._tasks: set[asyncio.Task] = set()
-        options = LoadOptions(settings.strict_model_config, settings.default_max_batch_size)
+        options = LoadOptions(
+            settings.strict_model_config,
+            settings.default_max_batch_size,
+            max_request_memory_bytes=settings.max_request_memory_bytes,
+        )
         try:
             self.repository = ModelRepository(
                 Path(settings.model_repository),

@@ -77,6 +77,8 @@ class ServerSettings:
     """PEM file with the CA certificates that client certificates must chain to."""
     max_message_bytes: int = 64 * 1024 * 1024
     """Largest gRPC message accepted or sent, in bytes."""
+    max_request_memory_bytes: int = 1 << 30
+    """Refuse a request whose estimated intermediate memory exceeds this many bytes (0 = no limit)."""
     log_level: str = "INFO"
     """Log level on stderr: DEBUG, INFO, WARNING or ERROR."""
     log_verbose: int = 0
@@ -110,6 +112,10 @@ class ServerSettings:
             raise SettingsError(f"--exit-timeout-secs must be >= 0, got {self.exit_timeout_secs}")
         if self.max_message_bytes <= 0:
             raise SettingsError(f"--max-message-bytes must be positive, got {self.max_message_bytes}")
+        if self.max_request_memory_bytes < 0:
+            raise SettingsError(
+                f"--max-request-memory-bytes must be >= 0 (0 = no limit), got {self.max_request_memory_bytes}"
+            )
         if self.log_level.upper() not in LOG_LEVELS:
             raise SettingsError(f"--log-level {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         self._validate_tls()

@@ -1,0 +1,123 @@
+"""Memory of onnxruntime runs: giving the arena back after outsized runs and after warm-up, and refusing a
+request whose intermediate memory would exceed the server's budget.
+
+onnxruntime's CPU (and CUDA) arena keeps every region it ever grew to: one 8 MB sequence left a server
+361 MB bigger for good, and warming up at max_batch_size left each model at its peak. A run with the
+`memory.enable_memory_arena_shrinkage` run option frees the arena's unused regions when it ends.
+
+The budget check needs a model's memory per request: it is measured once at load, as the growth of the
+process's resident memory over a run of the largest warm-up batch and, when the model has dynamic
+non-batch dimensions, of a longer probe (both after a shrink), divided by the run's input elements. It is
+an estimate: it assumes memory grows linearly with the input (true of convolutions and recurrences, not of
+attention, whose memory grows with the square of the length), and other threads allocating during the
+probe make it higher, never lower. Requests no larger than what ran at load are never refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import ResourceExhausted, clip
+
+log = logging.getLogger(__name__)
+
+SHRINK_KEY = "memory.enable_memory_arena_shrinkage"
+# A run this many times larger (in input elements) than anything run at load grows the arena beyond what
+# ordinary traffic needs: the arena is shrunk when it ends. Shrinking after every run would cost each
+# run an allocation of its intermediates.
+OUTSIZED_FACTOR = 4
+# A dynamic non-batch dimension is probed at this product of lengths (4096 time steps; 64x64 pixels).
+PROBE_ELEMENTS_PER_ROW_DIMS = 4096
+_PROBE_LOCK = threading.Lock()  # one probe at a time, so concurrent loads do not count in each other's
+
+
+def resident_bytes() -> int:
+    """The process's resident memory (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def shrink_options(devices: Sequence[str]) -> ort.RunOptions:
+    """RunOptions that shrink these arenas ("cpu:0", "gpu:N") when the run ends."""
+    options = ort.RunOptions()
+    options.add_run_config_entry(SHRINK_KEY, ";".join(devices))
+    return options
+
+
+def elements_of(feeds: dict[str, np.ndarray]) -> int:
+    return sum(array.size for array in feeds.values())
+
+
+def probe_bytes_per_element(
+    session, shrink: ort.RunOptions, small: dict[str, np.ndarray], probes: Sequence[dict[str, np.ndarray]]
+) -> tuple[float | None, int]:
+    """(resident memory growth per input element over each probe run after a shrink, the largest, or None
+    when nothing could be measured; the input elements of the largest probe that ran). Ends with the
+    arena shrunk."""
+    rates, ran = [], elements_of(small)
+    with _PROBE_LOCK:
+        for feeds in probes:
+            try:
+                session.run(None, small, shrink)
+                before = resident_bytes()
+                session.run(None, feeds)
+                grown = resident_bytes() - before
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types; the probe is optional
+                log.debug("memory probe at %s skipped: %s", {k: v.shape for k, v in feeds.items()}, exc)
+                continue
+            ran = max(ran, elements_of(feeds))
+            if before:
+                rates.append(max(grown, 0) / max(elements_of(feeds), 1))
+        session.run(None, small, shrink)
+    return (max(rates) if rates else None), ran
+
+
+@dataclass(frozen=True)
+class MemoryGuard:
+    """One model version's memory rules: the budget check at submit, arena shrinkage after outsized runs."""
+
+    model: str
+    budget_bytes: int
+    """Largest estimated intermediate memory of one request (0 = no limit)."""
+    bytes_per_element: float | None
+    """Measured at load (an estimate, see the module docstring); None: unknown, nothing is refused."""
+    known_elements: int
+    """Input elements of the largest run at load: never refused, and no run up to 4x this is outsized."""
+    shrink: tuple[ort.RunOptions, ...]
+    """Per session: the run options that shrink its arenas."""
+
+    def estimate_bytes(self, elements: int) -> float:
+        return (self.bytes_per_element or 0.0) * elements
+
+    def check(self, inputs: dict[str, np.ndarray], elements: int) -> None:
+        """Raise ResourceExhausted when a request's estimated memory exceeds the budget."""
+        if not self.budget_bytes or self.bytes_per_element is None or elements <= self.known_elements:
+            return
+        estimate = self.estimate_bytes(elements)
+        if estimate > self.budget_bytes:
+            shapes = clip(", ".join(f"{name} {list(array.shape)}" for name, array in inputs.items()))
+            raise ResourceExhausted(
+                f"model {self.model}: inputs {shapes} ({elements} elements) would need about "
+                f"{_mib(estimate)} of intermediate memory (estimated at load: "
+                f"{self.bytes_per_element:.0f} bytes per input element), over the server's budget of "
+                f"{_mib(self.budget_bytes)} (--max-request-memory-bytes {self.budget_bytes})"
+            )
+
+    def run_options(self, index: int, elements: int) -> ort.RunOptions | None:
+        """The shrinking run options for an outsized run on session `index`, else None."""
+        return self.shrink[index] if elements > OUTSIZED_FACTOR * self.known_elements else None
+
+
+def _mib(size: float) -> str:
+    return f"{size / 2**20:.0f} MiB" if math.isfinite(size) else "unbounded memory"
