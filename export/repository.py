@@ -31,7 +31,6 @@ LABELS_FILENAME = layout.LABELS_FILENAME
 MODEL_FILENAME = layout.DEFAULT_MODEL_FILENAME
 PLATFORM = "onnxruntime_onnx"
 PREFERRED_BATCH_SIZES = (4, 8, 16, 32)
-MAX_QUEUE_DELAY_US = 500
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,9 @@ def build_config(
             entry.label_filename = LABELS_FILENAME
     preferred = [size for size in PREFERRED_BATCH_SIZES if size <= max_batch_size] or [max_batch_size]
     config.dynamic_batching.preferred_batch_size.extend(preferred)
-    config.dynamic_batching.max_queue_delay_microseconds = MAX_QUEUE_DELAY_US
+    # No max_queue_delay_microseconds: the server honours it by holding an idle instance back to fill a
+    # preferred size, which cost the LSTM half its throughput (docs/performance.md); without it batches
+    # form from what queued while the instance was busy, with no added latency.
     config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
     for key, value in parameters.items():
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)

@@ -76,7 +76,7 @@ def test_repository_layout_and_config(cnn_export, shared_repo: Path) -> None:
     assert (output.name, output.data_type, list(output.dims)) == ("output", model_config_pb2.TYPE_FP32, [5])
     assert output.label_filename == "labels.txt"
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 8, 16, 32]
-    assert config.dynamic_batching.max_queue_delay_microseconds == 500
+    assert config.dynamic_batching.max_queue_delay_microseconds == 0  # no wait: see export/repository.py
     assert [(g.count, g.kind) for g in config.instance_group] == [
         (1, model_config_pb2.ModelInstanceGroup.KIND_CPU)
     ]
