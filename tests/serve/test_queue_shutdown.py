@@ -36,6 +36,25 @@ def slow_server(tmp_path_factory):
         yield server
 
 
+def wait_for(condition, what: str, timeout: float = 120.0) -> None:
+    """Poll `condition()` (server state: metrics, statistics) until true; fail naming `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+def wait_pending(server, model: str, count: int) -> None:
+    """Wait until the server has received and not yet answered `count` requests for `model`."""
+    wait_for(
+        lambda: (
+            sample(scrape(server.metrics_url), "ortserve_inference_pending_request_count", model=model)
+            == count
+        ),
+        f"{count} requests for {model} in flight",
+    )
+
+
 def _settle(futures):
     """(successes, errors) of grpc futures."""
     ok, errors = 0, []
@@ -79,7 +98,7 @@ def test_queue_timeout_answers_unavailable(slow_server):
 def test_requests_past_their_deadline_are_dropped_not_run(slow_server):
     client = stub(slow_server.grpc_address)
     first = client.ModelInfer.future(request("slow_deadline", {"x": X}))
-    time.sleep(0.05)  # lets the first request reach the instance; correctness does not depend on it
+    wait_pending(slow_server, "slow_deadline", 1)  # the first request has reached the instance
     late = [client.ModelInfer.future(request("slow_deadline", {"x": X}), timeout=0.02) for _ in range(3)]
     first.result(timeout=120)
     for future in late:
@@ -90,12 +109,15 @@ def test_requests_past_their_deadline_are_dropped_not_run(slow_server):
     stats = client.ModelStatistics(pb.ModelStatisticsRequest(name="slow_deadline")).model_stats[0]
     assert stats.inference_stats.success.count == 2
     assert stats.execution_count == 2, "a request whose client had given up was still run"
-    samples = scrape(slow_server.metrics_url)
-    dropped = sum(
-        sample(samples, "ortserve_inference_request_failure_total", model="slow_deadline", reason=reason)
-        for reason in ("cancelled", "deadline_exceeded")
-    )
-    assert dropped == 3
+
+    def dropped():
+        samples = scrape(slow_server.metrics_url)
+        return sum(
+            sample(samples, "ortserve_inference_request_failure_total", model="slow_deadline", reason=reason)
+            for reason in ("cancelled", "deadline_exceeded")
+        )
+
+    wait_for(lambda: dropped() == 3, "the 3 late requests counted as cancelled or deadline_exceeded")
 
 
 def test_sigterm_lets_in_flight_requests_finish_and_exits_0(tmp_path):
@@ -104,7 +126,7 @@ def test_sigterm_lets_in_flight_requests_finish_and_exits_0(tmp_path):
     with start_server(repo, "--exit-timeout-secs", "60") as server:
         client = stub(server.grpc_address)
         futures = [client.ModelInfer.future(request("slow", {"x": X})) for _ in range(4)]
-        time.sleep(0.3)  # the requests reach the server before the signal; the answers do not depend on it
+        wait_pending(server, "slow", 4)  # the requests reached the server before the signal
         server.process.send_signal(signal.SIGTERM)
         for future in futures:
             np.testing.assert_equal(outputs(future.result(timeout=120))["y"].shape, (1, 256))
