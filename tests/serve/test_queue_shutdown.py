@@ -99,7 +99,9 @@ def test_requests_past_their_deadline_are_dropped_not_run(slow_server):
     client = stub(slow_server.grpc_address)
     first = client.ModelInfer.future(request("slow_deadline", {"x": X}))
     wait_pending(slow_server, "slow_deadline", 1)  # the first request has reached the instance
-    late = [client.ModelInfer.future(request("slow_deadline", {"x": X}), timeout=0.02) for _ in range(3)]
+    # 0.2 s: time enough to reach the server (gRPC refuses, uncounted, a request already past its deadline
+    # when it arrives), and far less than the first request's run (~0.8 s here).
+    late = [client.ModelInfer.future(request("slow_deadline", {"x": X}), timeout=0.2) for _ in range(3)]
     first.result(timeout=120)
     for future in late:
         with pytest.raises(grpc.RpcError) as error:
