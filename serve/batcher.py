@@ -1,22 +1,20 @@
 """The scheduler of one model version: request queues (one per priority level), dynamic batching, one
 worker per instance.
 
-Each request gets one asyncio.Future. A worker that is idle takes what is queued at once, so by default
-batching never adds latency: batches form from the requests that queued while every instance was busy.
-Holding an idle instance back to fill a preferred size (max_queue_delay_microseconds) was measured to cost
-the LSTM half its throughput at 8 in flight, with nothing gained for the ResNet, so it is done only when a
-config asks for it (ortserve's exporter does not). Only requests with the same key (non-batch shapes,
-dtypes, input names) share a batch; a batch never exceeds max_batch_size rows. Requests whose client
-cancelled, whose deadline passed or whose queue timeout expired never run: a timer fails them when they
-expire, and taking a batch skips them. Sessions run in a thread pool (one thread per instance) so
-onnxruntime works without the GIL while the event loop stays free.
+Each request gets one asyncio.Future. An idle worker takes what is queued at once, so by default batching
+adds no latency: batches form from the requests that queued while every instance was busy. Holding an idle
+instance back to fill a preferred size (max_queue_delay_microseconds) cost the LSTM half its throughput at 8
+in flight, with nothing gained for the ResNet, so it is done only when a config asks for it. Only requests
+with the same key (non-batch shapes, dtypes, input names) share a batch, of max_batch_size rows at most.
+Requests whose client cancelled, whose deadline passed or whose queue timeout expired never run: a timer
+fails them on time, and taking a batch skips them. Sessions run in a thread pool (one thread per instance)
+so onnxruntime works without the GIL while the event loop stays free.
 
-Quick batches of a model with one instance run on the event loop instead: the hand-off to a thread would
-cost more than the run. Whether a batch is quick is decided per batch, from its input elements times the
-measured seconds per element, so one long sequence to a quick model goes to the pool and never freezes the
-loop. On ortserve's IdleAwareEventLoop quick batches run when the loop has nothing else to do, so the
-requests that arrived while it was busy share one batch, and a lone request runs before the loop sleeps
-(docs/performance.md).
+Quick batches of a single-instance model run on the event loop instead: the thread hand-off would cost more
+than the run. A batch is quick by its size (input elements times the measured seconds per element), so one
+long sequence to a quick model runs in the pool and never freezes the loop. On ortserve's IdleAwareEventLoop
+quick batches run when the loop has nothing else to do: the requests that arrived while it was busy share
+one batch, and a lone request runs before the loop sleeps (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -105,12 +103,10 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=len(self._sessions), thread_name_prefix=f"ort-{name}")
         # Running average of onnxruntime's time per input element: a batch's cost is its elements times it.
         self._s_per_element = seconds_per_element
-        loop = asyncio.get_running_loop()
-        self._loop = loop
+        self._loop = loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
-        # IdleAwareEventLoop.when_idle, or None on another loop or when batches wait to fill (then the
-        # worker runs quick batches too).
+        # IdleAwareEventLoop.when_idle; None on another loop or when batches wait to fill (worker only).
         self._when_idle = None if policy.max_queue_delay_s > 0 else getattr(loop, "when_idle", None)
         self._flush_scheduled = False
         self._workers = [asyncio.create_task(self._work(index)) for index in range(len(self._sessions))]
@@ -352,10 +348,8 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_result(Result(outputs, rows, int(pending.queued_s * 1e9), *timings))
         measured = timings[1] / 1e9 / max(sum(p.elements for p in batch), 1)
-        previous = self._s_per_element
-        self._s_per_element = (
-            measured if previous is None else INFER_EWMA * measured + (1 - INFER_EWMA) * previous
-        )
+        old = self._s_per_element
+        self._s_per_element = measured if old is None else INFER_EWMA * measured + (1 - INFER_EWMA) * old
         if self._on_batch is not None:
             try:
                 self._on_batch(rows, *timings)
