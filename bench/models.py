@@ -163,7 +163,8 @@ def ortserve_config(
     if enabled:
         preferred = [size for size in batching.preferred_batch_sizes if size <= batching.max_batch_size]
         config.dynamic_batching.preferred_batch_size.extend(preferred)
-        config.dynamic_batching.max_queue_delay_microseconds = batching.max_delay_us
+        # No max_queue_delay_microseconds: ortserve honours it by holding an idle instance, which lost 10%
+        # here (docs/performance.md); the exporter does not write it either. MLServer gets max_delay_us.
     config.ClearField("instance_group")
     kinds = model_config_pb2.ModelInstanceGroup
     if gpu:
