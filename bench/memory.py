@@ -1,12 +1,12 @@
 """ortserve's memory on the benchmark's models: idle RSS after loading, peak RSS under load, batching on and
 off, and what one long LSTM sequence leaves behind.
 
-    python -m bench.memory                       # the five benchmark models, 8 s of load per setting
+    python -m bench.memory                       # the five benchmark models, 8 s of load on each
     python -m bench.memory --models lstm,resnet18_uint8 --window 3 --long-steps 250000
 
 For each setting (dynamic batching on, off) it starts `ortserve serve` on the same repository layout as
 bench.run, reads the server's RSS once every model is ready and idle, keeps `--concurrency` requests of one
-row in flight on every model at once for `--window` seconds while a poller records the peak RSS, then
+row in flight on each model in turn for `--window` seconds while a poller records the peak RSS, then
 (`lstm` loaded) sends one [1, --long-steps, 8] sequence and reads RSS before and after it. Writes
 memory.json and memory.md under --out. A point of comparison: MLServer's peak RSS on the same five models
 in bench/results/results.md.
@@ -92,7 +92,9 @@ def _long_sequence(stub, pid: int, steps: int) -> dict[str, float]:
         stub.ModelInfer(pb.ModelInferRequest.FromString(loadgen.build_request(small)))
     before = _rss(pid)
     array = spec.sample(1, 0).repeat(steps // models.LSTM_TIME_STEPS + 1, axis=1)[:, :steps]
-    request = pb.ModelInferRequest.FromString(loadgen.build_request(loadgen.RequestSpec("lstm", "input", array)))
+    request = pb.ModelInferRequest.FromString(
+        loadgen.build_request(loadgen.RequestSpec("lstm", "input", array))
+    )
     started = time.monotonic()
     try:
         stub.ModelInfer(request, timeout=600)
@@ -135,15 +137,18 @@ def measure(exported, enabled: bool, args, workdir: Path) -> dict:
             )
             for model in exported
         }
-        monitor = procs.TreeMonitor(server.pid, interval_s=0.05)
-        monitor.start()
-        answered = _load(target, requests, args.concurrency, args.window)
-        peak = monitor.stop()["peak_rss_bytes"]
+        peaks, answered = {}, 0
+        for model_name, raw in requests.items():  # one model at a time, as bench.run loads them
+            monitor = procs.TreeMonitor(server.pid, interval_s=0.05)
+            monitor.start()
+            answered += _load(target, {model_name: raw}, args.concurrency, args.window)
+            peaks[model_name] = monitor.stop()["peak_rss_bytes"] / MIB
         after_load = _rss(server.pid)
         result = {
             "setting": name,
             "idle_rss_mib": idle / MIB,
-            "peak_rss_under_load_mib": peak / MIB,
+            "peak_rss_under_load_mib": max(peaks.values()),
+            "peak_rss_by_model_mib": peaks,
             "rss_after_load_mib": after_load / MIB,
             "requests_answered": answered,
         }
@@ -157,8 +162,8 @@ def measure(exported, enabled: bool, args, workdir: Path) -> dict:
 
 def _markdown(results: list[dict], args) -> str:
     lines = [
-        f"Models: {', '.join(args.models)}; {args.concurrency} request(s) of 1 row in flight per model for "
-        f"{args.window:.0f} s; max_batch_size {args.max_batch_size}.",
+        f"Models: {', '.join(args.models)}, all loaded; {args.concurrency} request(s) of 1 row in flight on "
+        f"each model in turn for {args.window:.0f} s; max_batch_size {args.max_batch_size}.",
         "",
         "| setting | idle RSS MiB | peak RSS under load MiB | RSS after load MiB | requests |",
         "|---|---|---|---|---|",
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=lambda text: text.split(","), default=list(FULL_MODELS))
     parser.add_argument("--window", type=float, default=8.0, help="seconds of load per setting")
-    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight per model")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight on the model")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--settle", type=float, default=2.0, help="seconds idle before reading idle RSS")
