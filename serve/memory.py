@@ -94,8 +94,8 @@ class MemoryGuard:
     """Measured at load (an estimate, see the module docstring); None: unknown, nothing is refused."""
     known_elements: int
     """Input elements of the largest run at load: never refused, and no run up to 4x this is outsized."""
-    shrink: tuple[ort.RunOptions, ...]
-    """Per session: the run options that shrink its arenas."""
+    shrink: tuple[ort.RunOptions | None, ...]
+    """Per session: the run options that shrink its arenas (None: onnxruntime refused them at load)."""
 
     def estimate_bytes(self, elements: int) -> float:
         return (self.bytes_per_element or 0.0) * elements

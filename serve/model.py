@@ -195,28 +195,35 @@ class ModelVersion:
         return first_run_s
 
     def measure_memory(self, budget_bytes: int, specs: list[runtime.InstanceSpec]) -> memory.MemoryGuard:
-        """Estimate bytes per input element and give back what warm-up left in
-        the arenas, so an idle model holds no more than one small run needs (module serve.memory)."""
+        """Give back what warm-up left in the arenas, so an idle model holds no more than one small run
+        needs, and estimate bytes per input element (module serve.memory)."""
         sizes = self.warmup_batch_sizes()
         small = self.warmup_feeds(sizes[0])
-        shrink = tuple(memory.shrink_options(runtime.arena_devices(spec)) for spec in specs)
+        shrink: list = []
+        for session, spec in zip(self.sessions, specs, strict=True):
+            options = memory.shrink_options(runtime.arena_devices(spec))
+            try:
+                session.run(None, small, options)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types; serving goes on
+                log.warning("model %s version %d: arenas not shrunk: %s", self.name, self.version, exc)
+                options = None
+            shrink.append(options)
         probes = [self.warmup_feeds(sizes[-1])]
         dynamic = max((sum(dim < 0 for dim in spec.dims) for spec in self.inputs.values()), default=0)
         if dynamic and not self.warmup_notes:
             length = max(round(memory.PROBE_ELEMENTS_PER_ROW_DIMS ** (1 / dynamic)), 1)
             probes.append(self.warmup_feeds(sizes[0], length))
-        per_element, known = memory.probe_bytes_per_element(self.sessions[0], shrink[0], small, probes)
+        per_element, known = None, memory.elements_of(probes[0])
+        if shrink[0] is not None:
+            per_element, known = memory.probe_bytes_per_element(self.sessions[0], shrink[0], small, probes)
         log.info(
             "model %s version %d: about %s bytes of memory per input element",
             self.name,
             self.version,
             "unknown" if per_element is None else f"{per_element:.0f}",
         )
-        for session, options in zip(self.sessions[1:], shrink[1:], strict=True):
-            session.run(None, small, options)
-        return memory.MemoryGuard(
-            f"'{self.name}' version {self.version}", budget_bytes, per_element, known, shrink
-        )
+        name = f"'{self.name}' version {self.version}"
+        return memory.MemoryGuard(name, budget_bytes, per_element, known, tuple(shrink))
 
     def start(self, recorder: ModelRecorder) -> None:
         """Create the scheduler (inside the running event loop)."""
