@@ -6,11 +6,12 @@ onnxruntime's CPU (and CUDA) arena keeps every region it ever grew to: one 8 MB 
 `memory.enable_memory_arena_shrinkage` run option frees the arena's unused regions when it ends.
 
 The budget check needs a model's memory per request: it is measured once at load, as the growth of the
-process's resident memory over a run of the largest warm-up batch and, when the model has dynamic
-non-batch dimensions, of a longer probe (both after a shrink), divided by the run's input elements. It is
+process's resident memory over a run of the largest warm-up batch or, when the model has dynamic non-batch
+dimensions and it is larger, of a longer probe (after a shrink), divided by the run's input elements. It is
 an estimate: it assumes memory grows linearly with the input (true of convolutions and recurrences, not of
 attention, whose memory grows with the square of the length), and other threads allocating during the
-probe make it higher, never lower. Requests no larger than what ran at load are never refused.
+probe make it higher, never lower (model versions load one at a time for this). Requests no larger than
+what ran at load are never refused.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ SHRINK_KEY = "memory.enable_memory_arena_shrinkage"
 OUTSIZED_FACTOR = 4
 # A dynamic non-batch dimension is probed at this product of lengths (4096 time steps; 64x64 pixels).
 PROBE_ELEMENTS_PER_ROW_DIMS = 4096
-_PROBE_LOCK = threading.Lock()  # one probe at a time, so concurrent loads do not count in each other's
+# Model versions load one at a time (ModelVersion.load holds it): resident memory is the process's, and a
+# probe measured while another model loaded counted that model's memory too (7x the LSTM's estimate).
+LOAD_LOCK = threading.Lock()
 
 
 def resident_bytes() -> int:
@@ -62,25 +65,24 @@ def elements_of(feeds: dict[str, np.ndarray]) -> int:
 def probe_bytes_per_element(
     session, shrink: ort.RunOptions, small: dict[str, np.ndarray], probes: Sequence[dict[str, np.ndarray]]
 ) -> tuple[float | None, int]:
-    """(resident memory growth per input element over each probe run after a shrink, the largest, or None
-    when nothing could be measured; the input elements of the largest probe that ran). Ends with the
-    arena shrunk."""
-    rates, ran = [], elements_of(small)
-    with _PROBE_LOCK:
-        for feeds in probes:
-            try:
-                session.run(None, small, shrink)
-                before = resident_bytes()
-                session.run(None, feeds)
-                grown = resident_bytes() - before
-            except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types; the probe is optional
-                log.debug("memory probe at %s skipped: %s", {k: v.shape for k, v in feeds.items()}, exc)
-                continue
-            ran = max(ran, elements_of(feeds))
-            if before:
-                rates.append(max(grown, 0) / max(elements_of(feeds), 1))
-        session.run(None, small, shrink)
-    return (max(rates) if rates else None), ran
+    """(resident memory growth per input element over the largest probe that ran, after a shrink, or None
+    when nothing could be measured; that probe's input elements). The largest probe, because a small one's
+    growth is mostly the arena's granularity. Ends with the arena shrunk."""
+    rate, ran = None, elements_of(small)
+    for feeds in probes:
+        try:
+            session.run(None, small, shrink)
+            before = resident_bytes()
+            session.run(None, feeds)
+            grown = resident_bytes() - before
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types; the probe is optional
+            log.debug("memory probe at %s skipped: %s", {k: v.shape for k, v in feeds.items()}, exc)
+            continue
+        if elements_of(feeds) >= ran:
+            ran = elements_of(feeds)
+            rate = max(grown, 0) / max(ran, 1) if before else None
+    session.run(None, small, shrink)
+    return rate, ran
 
 
 @dataclass(frozen=True)

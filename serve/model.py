@@ -82,8 +82,14 @@ class ModelVersion:
         options: LoadOptions,
         version_dir: Path | None = None,
     ):
-        """Create the sessions, complete the config from the model, read labels, warm up (blocking).
-        `version_dir` defaults to model_dir/VERSION (a bare model file is its own model folder's version)."""
+        """Create the sessions, complete the config from the model, read labels, warm up, measure memory
+        (blocking; one version at a time, see serve.memory). `version_dir` defaults to model_dir/VERSION
+        (a bare model file is its own model folder's version)."""
+        with memory.LOAD_LOCK:
+            return cls._load(model_dir, version, base, options, version_dir)
+
+    @classmethod
+    def _load(cls, model_dir, version, base, options, version_dir):
         config = copy.deepcopy(base)
         where = f"model '{config.name}' version {version}"
         version_dir = model_dir / str(version) if version_dir is None else version_dir
