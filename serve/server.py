@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 EXIT_TIMED_OUT = 1
 """Exit code when --exit-timeout-secs passed with requests still running (they were cancelled)."""
-FLUSH_S = 0.5
-"""What grpc gets to send the last answers once every admitted RPC has finished."""
+LINGER_S = 0.5
+"""After the drain, how long RPCs still get UNAVAILABLE before grpc stops: the last answers go out, and a
+client that sends again right after one gets UNAVAILABLE (retried) rather than a call that grpc's stop,
+having received it, cancels (CANCELLED)."""
 
 # (grpc "host:port", metrics "host:port" or None, http "host:port" or None)
 ListeningCallback = Callable[[str, str | None, str | None], None]
@@ -194,12 +196,14 @@ class Server:
         http_stopping = asyncio.ensure_future(self.http.stop()) if self.http is not None else None
         drained = await self.admission.drained(timeout)
         if not drained:
-            log.warning("exit timeout: cancelling %d RPCs still in flight", self.admission.active)
-        await self.grpc.stop(FLUSH_S if drained else 0)
+            log.warning("exit timeout: %d RPCs still in flight get UNAVAILABLE", self.admission.active)
+            self.admission.cut_short()
+        await asyncio.sleep(LINGER_S)
+        await self.grpc.stop(0)
         if http_stopping is not None:
             await http_stopping
         try:
-            await asyncio.wait_for(self.repository.unload_all(), max(deadline - time.monotonic(), FLUSH_S))
+            await asyncio.wait_for(self.repository.unload_all(), max(deadline - time.monotonic(), LINGER_S))
         except asyncio.TimeoutError:
             log.warning("exit timeout: models still running are left to the process exit")
             drained = False

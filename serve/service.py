@@ -7,6 +7,7 @@ Errors are mapped to gRPC statuses here, in `rpc`, and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -16,7 +17,7 @@ from importlib import metadata
 from ortserve.protos import grpc_service_pb2 as pb
 from ortserve.protos import grpc_service_pb2_grpc
 
-from .drain import Admission
+from .drain import CUT_SHORT, Admission
 from .errors import FailedPrecondition, InternalError, InvalidArgument, ServeError, Unavailable, clip
 from .inference import infer
 from .repository import ModelRepository
@@ -64,6 +65,10 @@ def rpc(method):
                 if isinstance(request, Undecodable):
                     raise request.error()
                 return await method(self, request, context)
+        except asyncio.CancelledError:
+            if not self.admission.cut:
+                raise
+            error = Unavailable(CUT_SHORT)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in _status
             error = _status(exc, method.__name__)
         await context.abort(error.code, str(error))
@@ -157,6 +162,10 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
                 async for response in stream.responses():
                     yield response
             return
+        except asyncio.CancelledError:
+            if not self.admission.cut:
+                raise
+            error = Unavailable(CUT_SHORT)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in _status
             error = _status(exc, "ModelStreamInfer")
         await context.abort(error.code, str(error))
