@@ -49,7 +49,7 @@ for version in "${VERSIONS[@]}"; do
     echo "test_pythons: Python $version ($("$venv/bin/python" -V 2>&1)) set up in $(( $(date +%s) - start ))s"
     args=()
     for file in "${IGNORE[@]}"; do args+=("--ignore=$file"); done
-    if "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" "${args[@]}" \
+    if "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" --durations=15 "${args[@]}" \
         tests/protos tests/client tests/serve; then
         echo "test_pythons: Python $version passed in $(( $(date +%s) - start ))s"
     else

@@ -156,7 +156,8 @@ class Server:
         loop = asyncio.get_running_loop()
 
         def first_signal(signum: int) -> None:
-            log.info("%s: shutting down; a second SIGTERM or SIGINT exits at once", signal.strsignal(signum))
+            name = signal.Signals(signum).name
+            log.info("%s: shutting down; a second SIGTERM or SIGINT exits at once", name)
             for other in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(other)
                 signal.signal(other, signal.SIG_DFL)  # the kernel ends the process, however busy it is
