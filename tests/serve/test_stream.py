@@ -4,6 +4,7 @@ Bad messages are sent as raw bytes (a channel's stream_stream without a request 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import grpc
@@ -14,6 +15,8 @@ from kserve import outputs, request, stub
 from serverproc import start_server
 
 from ortserve.protos import grpc_service_pb2 as pb
+from ortserve.serve.errors import Unavailable
+from ortserve.serve.stream import StreamAnswers
 
 X = np.ones((1, 4), np.float32)
 SLOW_X = np.ones((1, 256), np.float32)
@@ -121,3 +124,58 @@ def test_a_client_cancelling_its_stream_leaves_the_server_serving(stream_server)
     answers = list(client.ModelStreamInfer(iter([request("classifier", {"input": X}, request_id="x")])))
     assert [a.infer_response.id for a in answers] == ["x"]
     assert "Traceback" not in stream_server.stderr()
+
+
+async def _collect(stream: StreamAnswers) -> tuple[list, Exception | None]:
+    answers = []
+    try:
+        async for answer in stream.responses():
+            answers.append(answer)
+    except Exception as exc:  # noqa: BLE001 - the stream's end status
+        return answers, exc
+    return answers, None
+
+
+async def _echo(request):
+    await asyncio.sleep(0)
+    if request == "boom":
+        raise ValueError("respond failed")
+    return f"answer {request}"
+
+
+def _failed(request, exc):
+    return f"failed {request}: {exc}"
+
+
+def test_a_reader_failure_ends_the_stream_with_it_after_the_answers():
+    async def requests():
+        yield "a"
+        yield "boom"
+        yield "b"
+        raise RuntimeError("the transport broke")
+
+    answers, end = asyncio.run(_collect(StreamAnswers(requests(), _echo, _failed)))
+    assert sorted(answers) == ["answer a", "answer b", "failed boom: respond failed"]
+    assert isinstance(end, RuntimeError)
+
+
+def test_stop_reading_ends_an_idle_stream_unavailable_and_answers_what_was_read():
+    async def scenario():
+        read_two = asyncio.Event()
+
+        async def requests():
+            yield "a"
+            yield "b"
+            read_two.set()
+            await asyncio.Event().wait()  # an open, idle stream
+
+        stream = StreamAnswers(requests(), _echo, _failed)
+        collecting = asyncio.ensure_future(_collect(stream))
+        await read_two.wait()
+        stream.stop_reading()
+        return await collecting
+
+    answers, end = asyncio.run(scenario())
+    assert sorted(answers) == ["answer a", "answer b"]
+    assert isinstance(end, Unavailable)
+    assert str(end) == "server is shutting down"
