@@ -18,17 +18,18 @@ while IFS= read -r file; do IGNORE+=("$file"); done < <(
     grep -lE '^(import torch|from torch)' -r tests/client tests/serve tests/protos --include='test_*.py')
 
 find_python() {
-    # pyenv's shims only run the active version: look in its versions folder (newest patch release first).
-    local root candidate
-    if command -v pyenv >/dev/null 2>&1 && root=$(pyenv root 2>/dev/null); then
-        for candidate in $(ls -d "$root/versions/$1".* 2>/dev/null | sort -rV); do
-            if [ -x "$candidate/bin/python$1" ]; then
-                echo "$candidate/bin/python$1"
-                return
-            fi
-        done
+    # pyenv's shims run only the active version: look in its versions folder (newest patch release first),
+    # then on PATH (an interpreter that runs, not a shim that refuses).
+    local candidate
+    for candidate in $(ls -d "${PYENV_ROOT:-$HOME/.pyenv}/versions/$1".* 2>/dev/null | sort -rV); do
+        if [ -x "$candidate/bin/python$1" ]; then
+            echo "$candidate/bin/python$1"
+            return
+        fi
+    done
+    if candidate=$(command -v "python$1") && "$candidate" -c '' 2>/dev/null; then
+        echo "$candidate"
     fi
-    command -v "python$1" || true
 }
 
 failed=()
@@ -40,8 +41,17 @@ for version in "${VERSIONS[@]}"; do
     fi
     start=$(date +%s)
     venv=".venv-py${version/./}"
-    if ! { [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"; } ||
-        ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[serve,test]'; then
+    # The main venv's pip fills the new one (`pip --python`): no ensurepip, no bytecode compiled up front.
+    pip=("$venv/bin/python" -m pip)
+    venv_args=()
+    if [ -x .venv/bin/python ]; then
+        pip=(.venv/bin/python -m pip --python "$venv/bin/python")
+        venv_args=(--without-pip)
+    fi
+    if ! { [ -x "$venv/bin/python" ] || "$python" -m venv "${venv_args[@]}" "$venv"; } ||
+        ! "${pip[@]}" install --quiet --no-compile --disable-pip-version-check -e '.[serve,test]' \
+            >"$venv/pip-install.log" 2>&1; then
+        cat "$venv/pip-install.log" 2>/dev/null
         echo "test_pythons: FAILED Python $version: cannot set up $venv"
         failed+=("$version")
         continue
