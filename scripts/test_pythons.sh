@@ -11,9 +11,10 @@ cd "$(dirname "$0")/.."
 VERSIONS=("$@")
 [ ${#VERSIONS[@]} -gt 0 ] || VERSIONS=(3.10 3.12 3.13)
 # Not run here: the tests that import torch (they need the 3.11 venv), the slow ones (trained digits), and
-# the two that build venvs of their own (oldest client pins, tritonclient): they test packaging, not the
+# the ones that build venvs of their own (oldest client pins, tritonclient): they test packaging, not the
 # interpreter, and run in the main suite.
-IGNORE=(tests/client/test_client_oldest_pins.py tests/serve/test_tritonclient_conformance.py)
+IGNORE=(tests/client/test_client_oldest_pins.py tests/serve/test_tritonclient_conformance.py
+    tests/serve/test_http_tritonclient.py)
 while IFS= read -r file; do IGNORE+=("$file"); done < <(
     grep -lE '^(import torch|from torch)' -r tests/client tests/serve tests/protos --include='test_*.py')
 
