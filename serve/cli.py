@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from .settings import SettingsError, load_settings
@@ -32,10 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Imported here so that `--help` and settings errors stay fast.
     from .idle_loop import run
-    from .server import StartupError, serve
+    from .server import EXIT_TIMED_OUT, StartupError, serve
 
     try:
-        return run(serve(settings, _announce))
+        code = run(serve(settings, _announce))
     except StartupError as exc:
         sys.stderr.write(f"ortserve serve: error: {exc}\n")
         return 2
+    if code == EXIT_TIMED_OUT:
+        # onnxruntime runs still going would hold the interpreter's exit (it joins its worker threads).
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    return code

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
-
-from ortserve.protos import grpc_service_pb2_grpc
 
 from .errors import ServeError
 from .health import HealthReporter
@@ -23,8 +22,16 @@ from .model import LoadOptions
 from .repository import ModelRepository
 from .service import InferenceServicer
 from .settings import ServerSettings
+from .tls import TlsError, server_credentials
 
 log = logging.getLogger(__name__)
+
+EXIT_TIMED_OUT = 1
+"""Exit code when --exit-timeout-secs passed with requests still running (they were cancelled)."""
+LINGER_S = 0.5
+"""After the drain, how long RPCs still get UNAVAILABLE before grpc stops: the last answers go out, and a
+client that sends again right after one gets UNAVAILABLE (retried) rather than a call that grpc's stop,
+having received it, cancels (CANCELLED)."""
 
 # (grpc "host:port", metrics "host:port" or None, http "host:port" or None)
 ListeningCallback = Callable[[str, str | None, str | None], None]
@@ -36,15 +43,6 @@ class StartupError(RuntimeError):
 
 def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _credentials(settings: ServerSettings) -> grpc.ServerCredentials:
-    key = Path(settings.grpc_server_key).read_bytes()
-    chain = Path(settings.grpc_server_cert).read_bytes()
-    root = Path(settings.grpc_root_cert).read_bytes() if settings.grpc_root_cert else None
-    return grpc.ssl_server_credentials(
-        [(key, chain)], root_certificates=root, require_client_auth=settings.grpc_use_ssl_mutual
-    )
 
 
 class Server:
@@ -78,7 +76,8 @@ class Server:
             options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
         )
         servicer = InferenceServicer(self.repository, settings.model_control_mode == "explicit", self.ready)
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self.grpc)
+        servicer.add_to(self.grpc)
+        self.admission = servicer.admission
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self.grpc)
         self._metrics_http = None
         self.http = (
@@ -104,9 +103,11 @@ class Server:
         address = host_port(settings.grpc_address, settings.grpc_port)
         try:
             if settings.grpc_use_ssl:
-                port = self.grpc.add_secure_port(address, _credentials(settings))
+                port = self.grpc.add_secure_port(address, server_credentials(settings))
             else:
                 port = self.grpc.add_insecure_port(address)
+        except TlsError as exc:
+            raise StartupError(str(exc)) from None
         except RuntimeError as exc:
             raise StartupError(f"cannot listen for gRPC on {address}: {exc}") from None
         if not port:
@@ -157,8 +158,17 @@ class Server:
         """Serve until SIGTERM/SIGINT, then shut down gracefully; return the exit code."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def first_signal(signum: int) -> None:
+            name = signal.Signals(signum).name
+            log.info("%s: shutting down; a second SIGTERM or SIGINT exits at once", name)
+            for other in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(other)
+                signal.signal(other, signal.SIG_DFL)  # the kernel ends the process, however busy it is
+            stop.set()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, first_signal, signum)
         grpc_address, metrics_address = self.bind()
         await self.grpc.start()
         try:
@@ -175,23 +185,38 @@ class Server:
             on_listening(grpc_address, metrics_address, http_address)
             await stop.wait()
         finally:
-            await self.shutdown()
-        return 0
+            clean = await self.shutdown()
+        return 0 if clean else EXIT_TIMED_OUT
 
-    async def shutdown(self) -> None:
-        """Refuse new RPCs, let in-flight ones finish within exit_timeout_secs, then release everything."""
-        log.info("shutting down (in-flight requests get %.0f s)", self.settings.exit_timeout_secs)
+    async def shutdown(self) -> bool:
+        """Refuse new RPCs (UNAVAILABLE), close idle streams, let admitted RPCs finish within
+        exit_timeout_secs, then release everything. False when the timeout cut work short."""
+        timeout = self.settings.exit_timeout_secs
+        deadline = time.monotonic() + timeout
+        log.info("shutting down: %d RPCs in flight get up to %g s", self.admission.active, timeout)
         self.started = False  # ServerReady and /v2/health/ready say no from here on
+        self.admission.close()
         await self.health.shutdown()
-        stopping = [self.grpc.stop(self.settings.exit_timeout_secs)]
-        if self.http is not None:
-            stopping.append(self.http.stop())  # stops listening, then drains like gRPC
-        await asyncio.gather(*stopping)
-        await self.repository.unload_all()
+        # REST stops listening, then drains its requests within the same timeout, beside gRPC's drain.
+        http_stopping = asyncio.ensure_future(self.http.stop()) if self.http is not None else None
+        drained = await self.admission.drained(timeout)
+        if not drained:
+            log.warning("exit timeout: %d RPCs still in flight get UNAVAILABLE", self.admission.active)
+            self.admission.cut_short()
+        await asyncio.sleep(LINGER_S)
+        await self.grpc.stop(0)
+        if http_stopping is not None:
+            await http_stopping
+        try:
+            await asyncio.wait_for(self.repository.unload_all(), max(deadline - time.monotonic(), LINGER_S))
+        except asyncio.TimeoutError:
+            log.warning("exit timeout: models still running are left to the process exit")
+            drained = False
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
-        log.info("stopped")
+        log.info("stopped" if drained else "stopped (exit timeout)")
+        return drained
 
 
 async def serve(settings: ServerSettings, on_listening: ListeningCallback) -> int:

@@ -17,9 +17,12 @@ from importlib import metadata
 from ortserve.protos import grpc_service_pb2 as pb
 from ortserve.protos import grpc_service_pb2_grpc
 
+from .drain import CUT_SHORT, Admission
 from .errors import FailedPrecondition, InternalError, InvalidArgument, ServeError, Unavailable, clip
 from .inference import infer
 from .repository import ModelRepository
+from .stream import StreamAnswers
+from .wire import Undecodable, add_servicer
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +55,20 @@ def _status(error: Exception, where: str) -> ServeError:
 
 
 def rpc(method):
-    """Run a unary RPC; abort with the error's status code and message when it raises."""
+    """Run a unary RPC (admitted, so shutdown can wait for it); abort with the error's status when it
+    raises. An undecodable request is answered INVALID_ARGUMENT without calling the method."""
 
     @functools.wraps(method)
     async def wrapper(self, request, context):
         try:
-            return await method(self, request, context)
+            with self.admission.admit():
+                if isinstance(request, Undecodable):
+                    raise request.error()
+                return await method(self, request, context)
+        except asyncio.CancelledError:
+            if not self.admission.cut:
+                raise
+            error = Unavailable(CUT_SHORT)
         except Exception as exc:  # noqa: BLE001 - mapped to a status in _status
             error = _status(exc, method.__name__)
         await context.abort(error.code, str(error))
@@ -77,6 +88,11 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         self.repository = repository
         self.explicit_control = explicit_control
         self.server_ready = server_ready
+        self.admission = Admission()
+
+    def add_to(self, server) -> None:
+        """Register with a grpc.aio server (undecodable requests reach the methods as Undecodable)."""
+        add_servicer(self, server, pb.DESCRIPTOR.services_by_name["GRPCInferenceService"], pb)
 
     @rpc
     async def ServerLive(self, request, context):
@@ -125,36 +141,34 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         return await infer(self.repository, request, _deadline(context))
 
     async def ModelStreamInfer(self, request_iterator, context):
-        """Requests of a stream run concurrently (so they can batch); each answer carries its id."""
-        answers: asyncio.Queue = asyncio.Queue()
+        """Requests of a stream run concurrently (so they can batch), queued in arrival order; each answer
+        carries its id. The stream ends with a status once every request read is answered (stream.py)."""
         deadline = _deadline(context)
 
-        async def answer(request):
-            try:
-                response = pb.ModelStreamInferResponse(
-                    infer_response=await infer(self.repository, request, deadline)
-                )
-            except Exception as exc:  # noqa: BLE001 - mapped to a status in _status
-                response = pb.ModelStreamInferResponse(
-                    error_message=str(_status(exc, "ModelStreamInfer")),
-                    infer_response=pb.ModelInferResponse(
-                        model_name=request.model_name, model_version=request.model_version, id=request.id
-                    ),
-                )
-            await answers.put(response)
+        async def respond(request):
+            return pb.ModelStreamInferResponse(infer_response=await infer(self.repository, request, deadline))
 
-        async def read():
-            async with asyncio.TaskGroup() as group:
-                async for request in request_iterator:
-                    group.create_task(answer(request))
-            await answers.put(None)
+        def fail(request, exc: Exception):
+            return pb.ModelStreamInferResponse(
+                error_message=str(_status(exc, "ModelStreamInfer")),
+                infer_response=pb.ModelInferResponse(
+                    model_name=request.model_name, model_version=request.model_version, id=request.id
+                ),
+            )
 
-        reader = asyncio.create_task(read())
+        stream = StreamAnswers(request_iterator, respond, fail)
         try:
-            while (response := await answers.get()) is not None:
-                yield response
-        finally:
-            reader.cancel()
+            with self.admission.admit(stream.stop_reading):
+                async for response in stream.responses():
+                    yield response
+            return
+        except asyncio.CancelledError:
+            if not self.admission.cut:
+                raise
+            error = Unavailable(CUT_SHORT)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status in _status
+            error = _status(exc, "ModelStreamInfer")
+        await context.abort(error.code, str(error))
 
     @rpc
     async def ModelConfig(self, request, context):

@@ -64,7 +64,7 @@ class ServerSettings:
     default_max_batch_size: int = 32
     """max_batch_size given to auto-completed models whose inputs all have a dynamic first dimension."""
     exit_timeout_secs: float = 30.0
-    """Seconds in-flight requests get to finish after SIGTERM/SIGINT."""
+    """Seconds admitted requests get after SIGTERM/SIGINT (new ones: UNAVAILABLE); bounds the whole exit."""
     grpc_use_ssl: bool = False
     """Serve gRPC over TLS (needs --grpc-server-cert and --grpc-server-key)."""
     grpc_use_ssl_mutual: bool = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 
 import grpc
 import numpy as np
@@ -83,3 +84,42 @@ def test_mutual_tls_needs_a_client_certificate(pki, repo):
         with pytest.raises(grpc.RpcError) as error:
             without_cert.ServerLive(pb.ServerLiveRequest(), timeout=5)
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _serve_exit(repo, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "ortserve.serve", "--model-repository", str(repo), "--grpc-port", "0",
+               "--metrics-port", "0", "--grpc-use-ssl", "true", *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def bad_files(pki):
+    """not_pem.txt, an encrypted copy of server.key."""
+    (pki / "not_pem.txt").write_text("this is not PEM\n")
+    _openssl(
+        "pkey", "-in", "server.key", "-aes256", "-passout", "pass:secret", "-out", "encrypted.key", cwd=pki
+    )
+    return pki
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "root", "expected"),
+    [
+        ("server.pem", "not_pem.txt", None, "--grpc-server-key {key}: not a PEM private key"),
+        ("server.pem", "client.key", None, "--grpc-server-key {key}: key does not match certificate {cert}"),
+        ("server.pem", "encrypted.key", None, "--grpc-server-key {key}: the key is encrypted"),
+        ("not_pem.txt", "server.key", None, "--grpc-server-cert {cert}: not a PEM certificate"),
+        ("server.pem", "server.key", "not_pem.txt", "--grpc-root-cert {root}: not a PEM certificate"),
+    ],
+)
+def test_a_bad_certificate_or_key_exits_2_with_the_reason(bad_files, repo, cert, key, root, expected):
+    cert, key = str(bad_files / cert), str(bad_files / key)
+    args = ["--grpc-server-cert", cert, "--grpc-server-key", key]
+    if root is not None:
+        root = str(bad_files / root)
+        args += ["--grpc-use-ssl-mutual", "true", "--grpc-root-cert", root]
+    result = _serve_exit(repo, *args)
+    assert result.returncode == 2, result.stderr
+    assert expected.format(cert=cert, key=key, root=root) in result.stderr
+    assert "Failed to bind" not in result.stderr
+    assert "Traceback" not in result.stderr
