@@ -17,6 +17,7 @@ from . import runtime
 from .batcher import INLINE_INFER_S, Batcher, BatchPolicy
 from .errors import ModelLoadError
 from .model_config import OnnxTensor, TensorSpec, complete_io, tensor_specs
+from .request_limits import RequestLimits
 from .sequence_state import SequencePolicy, sequence_policy
 from .sequences import SequenceBatcher
 from .statistics import ModelRecorder
@@ -52,6 +53,8 @@ class ModelVersion:
     warmup_notes: list[str] = field(default_factory=list)
     spinning: str = "0"
     """How onnxruntime's threads wait: "0", "1" or runtime.SPIN_IN_RUNS (config allow_spinning, or chosen)."""
+    request_limits: RequestLimits = field(default_factory=RequestLimits)
+    """Zero-sized dims and dynamic-axis bounds requests are checked against (config parameters)."""
     batcher: Batcher | None = None
     recorder: ModelRecorder | None = None
     sequence_policy: SequencePolicy | None = None
@@ -107,17 +110,19 @@ class ModelVersion:
             for output in config.output
             if output.label_filename
         }
+        inputs = tensor_specs(config.input)
         model = cls(
             config.name,
             version,
             config,
             sessions,
             ",".join(providers),
-            tensor_specs(config.input),
+            inputs,
             tensor_specs(config.output),
             labels,
             spinning=spinning,
             sequence_policy=sequence_policy(config, onnx_inputs, onnx_outputs),
+            request_limits=RequestLimits.from_config(config, inputs),
         )
         first_run_s = model.warm_up()
         one_thread = first_run_s < ONE_THREAD_RUN_S and "intra_op_thread_count" not in config.parameters
