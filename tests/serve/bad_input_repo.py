@@ -58,7 +58,7 @@ def bidirectional_gru(features: int = GRU_FEATURES, hidden: int = GRU_HIDDEN, la
 
 def write_bad_input_repository(repo) -> None:
     """classifier, add_two, fixed, time_series, identity_<dtype>, gru, two_dynamic(_zero_ok),
-    series_zero_ok."""
+    series_zero_ok, strings (BYTES [B, n])."""
     models.write_model(repo, "classifier", models.linear_classifier(), "max_batch_size: 8", labels=LABELS)
     models.write_model(repo, "add_two", models.add_two(), "max_batch_size: 4\ndynamic_batching {}")
     models.write_model(repo, "fixed", models.fixed_shape())
@@ -74,3 +74,4 @@ def write_bad_input_repository(repo) -> None:
     models.write_model(repo, "two_dynamic", models.identity("FP32", ("a", "b")))
     models.write_model(repo, "two_dynamic_zero_ok", models.identity("FP32", ("a", "b")), allow_zero)
     models.write_model(repo, "series_zero_ok", models.time_series(), allow_zero)
+    models.write_model(repo, "strings", models.identity("BYTES", ("n",)))

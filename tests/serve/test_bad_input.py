@@ -75,13 +75,15 @@ def test_sequence_at_its_bound_is_served(bad_client):
     assert outputs(bad_client.ModelInfer(request("gru", {"x": x})))["y"].shape == (1, 64, 2 * GRU_HIDDEN)
 
 
-def test_large_string_tensor_is_decoded(bad_client):
-    """200,000 strings (decoded off the event loop) come back as they went."""
-    x = np.array([[f"{i}", "é", ""] for i in range(4)] * 50_000, dtype=object).reshape(-1, 3)[:8]
-    big = np.array([f"item {i}" for i in range(3 * 8)], dtype=object).reshape(8, 3)
-    for array in (x, big):
-        answer = outputs(bad_client.ModelInfer(request("identity_bytes", {"x": array})))
-        assert [v.decode() for v in answer["y"].reshape(-1)] == list(array.reshape(-1))
+def test_large_string_tensors_are_decoded(bad_client):
+    """200,000 strings, varied and uniform (decoded off the event loop), come back as they went."""
+    varied = np.array([f"item {i} é" for i in range(200_000)], dtype=object).reshape(1, -1)
+    uniform = np.full((1, 200_000), "abc", dtype=object)
+    empty = np.full((2, 100_000), "", dtype=object)
+    for array in (varied, uniform, empty):
+        answer = outputs(bad_client.ModelInfer(request("strings", {"x": array})))["y"]
+        assert answer.shape == array.shape
+        assert [v.decode() for v in answer.reshape(-1)] == list(array.reshape(-1))
 
 
 def test_no_traceback_in_the_log(bad_input_server, bad_client):
