@@ -206,7 +206,7 @@ class ExportSpec:
     def max_input_dims(self, input_dims: Sequence[int]) -> dict[str, tuple[int, ...]]:
         """Bounds of the input's non-batch dims for config parameter max_input_dims ({} when none): the
         time axis at max_sequence_length, the rest unbounded."""
-        if not self.time_is_dynamic or self.max_sequence_length is None:
+        if not self.time_is_dynamic or self.max_sequence_length is None or not input_dims:
             return {}
         return {
             self.input_name: tuple(
