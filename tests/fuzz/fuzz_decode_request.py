@@ -6,8 +6,9 @@ whole), or a decoded array that disagrees with the request's shape is a finding.
     python tests/fuzz/fuzz_decode_request.py -runs=20000 CORPUS_DIR    # bounded by count
     python tests/fuzz/fuzz_decode_request.py --seeds CORPUS_DIR         # write the seed requests first
 
-The first byte picks the model spec; the rest is parsed as a ModelInferRequest (unparseable bytes are
-skipped: undecodable messages are gRPC's to refuse, not the decoder's).
+The first byte picks the model spec; the second picks how the rest becomes a request: parsed as a
+serialized ModelInferRequest (unparseable bytes are skipped: undecodable messages are gRPC's to refuse, not
+the decoder's), or built field by field with edge dims (2**62, -1, 0...) a byte mutator rarely writes.
 """
 
 from __future__ import annotations
@@ -75,15 +76,57 @@ MODELS = [
 ]
 
 
+# Dims a byte-level mutator rarely writes as varints: the structured half of the target picks from these.
+EDGE_DIMS = (0, 1, 2, 3, 4, 8, 64, 65, -1, 2**31, 2**32 - 1, 2**40, 2**62, 2**63 - 1, -(2**63))
+NAMES = ("input", "x", "a", "b", "i8", "u16", "logits", "y", "sum", "")
+DATATYPES = tuple(KSERVE_TO_NUMPY) + ("", "fp32")
+
+
+def structured_request(data: bytes, inputs, outputs) -> pb.ModelInferRequest:
+    """A request built field by field from the fuzzer's bytes, mostly with the model's own tensor names and
+    datatypes, so the edge dims (2**62, 0, -1...) reach the shape checks."""
+    fdp = atheris.FuzzedDataProvider(data)
+    request = pb.ModelInferRequest()
+    names = [*inputs, *inputs, *NAMES]
+    datatypes = [spec.datatype for spec in inputs.values()] * 4 + list(DATATYPES)
+    for _ in range(fdp.ConsumeIntInRange(0, 3)):
+        tensor = request.inputs.add(name=fdp.PickValueInList(names), datatype=fdp.PickValueInList(datatypes))
+        for _ in range(fdp.ConsumeIntInRange(0, 4)):
+            tensor.shape.append(fdp.PickValueInList(list(EDGE_DIMS)))
+        choice = fdp.ConsumeIntInRange(0, 3)
+        if choice == 1:
+            tensor.contents.fp32_contents.extend([1.0] * fdp.ConsumeIntInRange(0, 16))
+        elif choice == 2:
+            tensor.contents.int_contents.extend(
+                [fdp.ConsumeInt(4) for _ in range(fdp.ConsumeIntInRange(0, 8))]
+            )
+        elif choice == 3:
+            tensor.contents.bytes_contents.extend(
+                [fdp.ConsumeBytes(3) for _ in range(fdp.ConsumeIntInRange(0, 8))]
+            )
+        if choice == 0 or fdp.ConsumeBool():
+            request.raw_input_contents.append(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 64)))
+    for _ in range(fdp.ConsumeIntInRange(0, 2)):
+        output = request.outputs.add(name=fdp.PickValueInList([*outputs, *NAMES]))
+        if fdp.ConsumeBool():
+            output.parameters["classification"].int64_param = fdp.ConsumeIntInRange(-2, 5)
+    return request
+
+
 def check(data: bytes) -> None:
-    if not data:
+    """Byte 0 picks the model; an odd byte 1 builds the request field by field, an even one parses the rest
+    as a serialized ModelInferRequest."""
+    if len(data) < 2:
         return
     name, inputs, outputs, max_batch_size, limits = MODELS[data[0] % len(MODELS)]
-    request = pb.ModelInferRequest()
-    try:
-        request.ParseFromString(data[1:])
-    except DecodeError:
-        return
+    if data[1] % 2:
+        request = structured_request(data[2:], inputs, outputs)
+    else:
+        request = pb.ModelInferRequest()
+        try:
+            request.ParseFromString(data[2:])
+        except DecodeError:
+            return
     try:
         decoded = decode_request(name, inputs, outputs, max_batch_size, request, limits)
     except InvalidArgument as exc:
@@ -107,14 +150,15 @@ def seed_requests() -> list[bytes]:
             request.raw_input_contents.append(raw)
         for output in outputs:
             request.outputs.add(name=output).parameters["classification"].int64_param = 2
-        return bytes([index]) + request.SerializeToString()
+        return bytes([index, 0]) + request.SerializeToString()
 
     zeros = np.zeros
     typed = pb.ModelInferRequest(model_name="classifier")
     typed.inputs.add(name="input", datatype="FP32", shape=[1, 4]).contents.fp32_contents.extend([1, 2, 3, 4])
     return [
         message(0, [("input", "FP32", zeros((1, 4), np.float32))], ["logits"]),
-        bytes([0]) + typed.SerializeToString(),
+        bytes([0, 0]) + typed.SerializeToString(),
+        bytes([5, 1]) + bytes(range(64)),
         message(1, [("a", "FP32", zeros((2, 2), np.float32)), ("b", "FP32", zeros((2, 2), np.float32))]),
         message(2, [("x", "BYTES", np.array([["a", "bc", ""]], dtype=object))]),
         message(3, [("x", "FP32", zeros(4, np.float32))]),
