@@ -38,9 +38,7 @@ def check_shape(
             f"{where}: expected shape {shape_text(expected)}{batch_note}, got {shape_text(shape)}"
         )
     if max_batch_size > 0 and not 1 <= shape[0] <= max_batch_size:
-        raise InvalidArgument(
-            f"{where}: expected batch size 1..max_batch_size {max_batch_size}, got batch size {shape[0]}"
-        )
+        raise InvalidArgument(f"{where}: batch size {shape[0]} is outside 1..max_batch_size {max_batch_size}")
     if 0 in shape and not limits.allow_zero_size_dims:
         raise InvalidArgument(
             f"{where}: expected no zero-sized dimension (the model does not declare parameter "

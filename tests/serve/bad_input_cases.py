@@ -152,7 +152,7 @@ CASES: dict[str, tuple[pb.ModelInferRequest, grpc.StatusCode, list[str]]] = {
     "negative feature dim": (cls((1, -4), b""), INVALID, ["classifier", "got [1, -4]"]),
     "int64 min dim": (cls((-(2**63), 4), b""), INVALID, ["classifier", str(-(2**63))]),
     "zero batch": (cls((0, 4)),
-        INVALID, ["classifier", "expected batch size 1..max_batch_size 8", "got batch size 0"]),
+        INVALID, ["classifier", "batch size 0 is outside 1..max_batch_size 8"]),
     "batch above max": (cls((9, 4)),
         INVALID, ["classifier", "input 'input'", "max_batch_size 8", "batch size 9"]),
     "batch 2**62": (cls((BIG, 4), b""), INVALID, ["classifier", f"batch size {BIG}"]),
