@@ -163,6 +163,7 @@ def export_model(
         },
         image_input=spec.kind == "image",
         label_output=outputs[0].name if labels is not None else None,
+        max_input_dims=spec.max_input_dims({t.name: t.dims for t in inputs}.get(spec.input_name, ())),
     )
     written = write_version(repository, name, onnx_model, config, labels)
     return ExportResult(

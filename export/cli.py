@@ -20,6 +20,7 @@ from ortserve.export.checkpoint import load_checkpoint, load_weights
 from ortserve.export.errors import ExportError, SpecError
 from ortserve.export.repository import read_labels
 from ortserve.export.spec import (
+    DEFAULT_MAX_SEQUENCE_LENGTH,
     EXPORTERS,
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -95,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
         help='dynamic axes per tensor, e.g. \'{"input": {"0": "batch"}}\' (batch is always dynamic)',
     )
     shape.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    shape.add_argument(
+        "--max-sequence-length",
+        type=int,
+        default=DEFAULT_MAX_SEQUENCE_LENGTH,
+        help="most time steps the server accepts, 0: no bound (sequence models; default "
+        f"{DEFAULT_MAX_SEQUENCE_LENGTH})",
+    )
 
     check = parser.add_argument_group("export and validation")
     check.add_argument(
@@ -246,6 +254,7 @@ def spec_from_args(args: argparse.Namespace) -> ExportSpec:
         dynamic_axes=parse_dynamic_axes(args.dynamic_axes) if args.dynamic_axes else None,
         stateful=args.stateful,
         state=args.state,
+        max_sequence_length=args.max_sequence_length or None,
     )
     if kind == "sequence":
         if not args.input_shape:

@@ -23,6 +23,7 @@ from ortserve.export.errors import RepositoryError
 from ortserve.protos import model_config_pb2
 from ortserve.protos import repository_layout as layout
 from ortserve.protos.datatypes import KSERVE_TO_CONFIG, numpy_to_kserve
+from ortserve.protos.request_limits import MAX_INPUT_DIMS, format_max_input_dims
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ def build_config(
     parameters: Mapping[str, object],
     image_input: bool,
     label_output: str | None,
+    max_input_dims: Mapping[str, Sequence[int]] | None = None,
 ) -> model_config_pb2.ModelConfig:
-    """The config.pbtxt message for one ONNX model served by onnxruntime on CPU with dynamic batching."""
+    """The config.pbtxt message for one ONNX model served by onnxruntime on CPU with dynamic batching;
+    `max_input_dims` bounds inputs' non-batch dims (-1: none), written as parameter max_input_dims."""
     if max_batch_size < 1:
         raise RepositoryError(f"--max-batch-size must be >= 1, got {max_batch_size}")
     config = model_config_pb2.ModelConfig(name=name, platform=PLATFORM, max_batch_size=max_batch_size)
@@ -119,6 +122,8 @@ def build_config(
     for key, value in parameters.items():
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         config.parameters[key].string_value = text
+    if max_input_dims:
+        config.parameters[MAX_INPUT_DIMS].string_value = format_max_input_dims(max_input_dims)
     return config
 
 

@@ -29,6 +29,10 @@ DEFAULT_TOLERANCE: dict[str, tuple[float, float]] = {
 # None of these equals the default trace batch (3), so validation always runs off the traced shape.
 DEFAULT_BATCH_SIZES: tuple[int, ...] = (1, 2, 7, 32)
 DEFAULT_TIME_LENGTHS: tuple[int, ...] = (1, 3, 17, 64)
+# The time steps a served sequence model accepts by default (config parameter max_input_dims): memory grows
+# with T (an 8 MB LSTM request took 361 MB), and 4096 steps cover the sequence lengths these models are
+# validated and typically used at while keeping one request's footprint bounded. Raise it per export.
+DEFAULT_MAX_SEQUENCE_LENGTH = 4096
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ class ExportSpec:
     """Export a streaming step graph: each LSTM/GRU state is an extra input and output (see stateful.py)."""
     state: str = "server"
     """stateful only: server (config sequence_batching keeps the state) or client (the client carries it)."""
+    max_sequence_length: int | None = DEFAULT_MAX_SEQUENCE_LENGTH
+    """Most time steps the server accepts (sequence models with a dynamic time axis); None: no bound."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -137,6 +143,13 @@ class ExportSpec:
             raise SpecError("batch sizes must be positive")
         if self.kind == "sequence" and (not self.time_lengths or any(t < 1 for t in self.time_lengths)):
             raise SpecError("time lengths must be positive")
+        if self.kind == "sequence" and self.max_sequence_length is not None:
+            longest = max(*self.time_lengths, self.example_shape[0])
+            if self.max_sequence_length < longest:
+                raise SpecError(
+                    f"max sequence length {self.max_sequence_length} is below the longest validated or "
+                    f"example length {longest}"
+                )
         axes = self.resolved_dynamic_axes()
         if self.input_name not in axes:
             raise SpecError(f"dynamic axes name no input {self.input_name!r}: {dict(axes)}")
@@ -189,6 +202,17 @@ class ExportSpec:
     @property
     def time_is_dynamic(self) -> bool:
         return self.kind == "sequence" and 1 in self.resolved_dynamic_axes()[self.input_name]
+
+    def max_input_dims(self, input_dims: Sequence[int]) -> dict[str, tuple[int, ...]]:
+        """Bounds of the input's non-batch dims for config parameter max_input_dims ({} when none): the
+        time axis at max_sequence_length, the rest unbounded."""
+        if not self.time_is_dynamic or self.max_sequence_length is None or not input_dims:
+            return {}
+        return {
+            self.input_name: tuple(
+                self.max_sequence_length if axis == 0 else -1 for axis in range(len(input_dims))
+            )
+        }
 
     def trace_batch_size(self) -> int:
         """The traced batch size, kept off the validated ones so a frozen batch axis is caught."""

@@ -12,7 +12,11 @@ from .errors import Cancelled, ServeError
 from .repository import ModelRepository
 from .scheduling import request_scheduling
 from .sequence_state import sequence_flags
-from .tensors import decode_request, encode_outputs
+from .tensors import decode_request, decode_work, encode_outputs
+
+# Decoding that needs Python work per item (BYTES, typed contents) runs in a thread past this many items,
+# so one large string tensor cannot hold the event loop (and ServerLive) for seconds.
+INLINE_DECODE_ITEMS = 65536
 
 
 async def infer(
@@ -23,7 +27,12 @@ async def infer(
     model = repository.resolve(request.model_name, request.model_version)
     recorder, started = model.recorder, False
     try:
-        decoded = decode_request(model.name, model.inputs, model.outputs, model.max_batch_size, request)
+        limits = model.request_limits
+        decode_args = (model.name, model.inputs, model.outputs, model.max_batch_size, request, limits)
+        if decode_work(request) > INLINE_DECODE_ITEMS:
+            decoded = await asyncio.to_thread(decode_request, *decode_args)
+        else:
+            decoded = decode_request(*decode_args)
         names = [o.name for o in decoded.outputs]
         recorder.request_started()
         started = True

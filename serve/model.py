@@ -17,6 +17,7 @@ from . import memory, runtime
 from .batcher import INLINE_INFER_S, Batcher
 from .errors import ModelLoadError
 from .model_config import OnnxTensor, TensorSpec, complete_io, tensor_specs
+from .request_limits import RequestLimits
 from .scheduling import BatchPolicy, batch_policy
 from .sequence_state import SequencePolicy, sequence_policy
 from .sequences import SequenceBatcher
@@ -58,6 +59,8 @@ class ModelVersion:
     seconds_per_element: float | None = None
     """onnxruntime's time per input element at warm-up (batch 1), the batcher's first cost estimate."""
     memory_guard: memory.MemoryGuard | None = None
+    request_limits: RequestLimits = field(default_factory=RequestLimits)
+    """Zero-sized dims and dynamic-axis bounds requests are checked against (config parameters)."""
     batcher: Batcher | None = None
     recorder: ModelRecorder | None = None
     sequence_policy: SequencePolicy | None = None
@@ -119,17 +122,19 @@ class ModelVersion:
             for output in config.output
             if output.label_filename
         }
+        inputs = tensor_specs(config.input)
         model = cls(
             config.name,
             version,
             config,
             sessions,
             ",".join(providers),
-            tensor_specs(config.input),
+            inputs,
             tensor_specs(config.output),
             labels,
             spinning=spinning,
             sequence_policy=sequence_policy(config, onnx_inputs, onnx_outputs),
+            request_limits=RequestLimits.from_config(config, inputs),
         )
         first_run_s = model.warm_up()
         one_thread = first_run_s < ONE_THREAD_RUN_S and "intra_op_thread_count" not in config.parameters

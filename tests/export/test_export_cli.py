@@ -78,7 +78,11 @@ def test_factory_sequence_model(repo: Path, rnn_checkpoint: Path, capsys) -> Non
     config = config_of(repo / "gru")
     assert list(config.input[0].dims) == [-1, 5] and config.input[0].data_type == model_config_pb2.TYPE_FP32
     assert json.loads(config.parameters["preprocessing"].string_value)["layout"] == "NTF"
+    assert config.parameters["max_input_dims"].string_value == "input:4096,-1"
     assert "gru" in capsys.readouterr().out
+    assert main([*argv, "--input-shape", "12,5", "--repository", str(repo), "--name", "short",
+                 "--max-sequence-length", "64"]) == 0  # fmt: skip
+    assert config_of(repo / "short").parameters["max_input_dims"].string_value == "input:64,-1"
 
 
 def test_fixed_time_axis_override(repo: Path, rnn_checkpoint: Path) -> None:

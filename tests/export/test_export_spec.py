@@ -48,6 +48,15 @@ def test_batch_axis_always_dynamic_and_fixed_time() -> None:
     assert fixed.trace_time_length() == (17, None)
 
 
+def test_max_sequence_length_bounds_the_time_axis_only() -> None:
+    assert ExportSpec.sequence(10, 6).max_input_dims((-1, 6)) == {"input": (4096, -1)}
+    assert ExportSpec.sequence(10, 6, max_sequence_length=100).max_input_dims((-1, 6)) == {"input": (100, -1)}
+    assert ExportSpec.sequence(10, 6, max_sequence_length=None).max_input_dims((-1, 6)) == {}
+    fixed = ExportSpec.sequence(17, 6, dynamic_axes={"input": {0: "batch"}})
+    assert fixed.max_input_dims((17, 6)) == {}
+    assert ExportSpec.image(32).max_input_dims((3, 32, 32)) == {}
+
+
 def test_trace_batch_moves_off_validated_batches() -> None:
     assert ExportSpec.image(32, batch_sizes=(1, 3, 4)).trace_batch_size() == 5
 
@@ -63,6 +72,8 @@ def test_trace_batch_moves_off_validated_batches() -> None:
         (lambda: ExportSpec.sequence(5, 4, atol=-1.0), "atol and rtol"),
         (lambda: ExportSpec.sequence(5, 4, precision="bf16"), "precision must be one of"),
         (lambda: ExportSpec.sequence(5, 4, dynamic_axes={"input": {3: "x"}}), "outside input rank 3"),
+        (lambda: ExportSpec.sequence(5, 4, max_sequence_length=32), "below the longest validated"),
+        (lambda: ExportSpec.sequence(100, 4, max_sequence_length=80), "example length 100"),
     ],
 )
 def test_bad_specs(build, message: str) -> None:

@@ -397,8 +397,9 @@ def error_unknown_version(ctx: Context) -> str:
     infer_input = ctx.grpcclient.InferInput(ctx.linear["input"], list(x.shape), "FP32")
     infer_input.set_data_from_numpy(x)
     name = ctx.linear["name"]
-    infer = _expect_error(lambda: ctx.client.infer(name, [infer_input], model_version="999"), ctx,
-                          "StatusCode.NOT_FOUND")
+    infer = _expect_error(
+        lambda: ctx.client.infer(name, [infer_input], model_version="999"), ctx, "StatusCode.NOT_FOUND"
+    )
     meta = _expect_error(lambda: ctx.client.get_model_metadata(name, "999"), ctx, "StatusCode.NOT_FOUND")
     return f"infer: {infer} | metadata: {meta}"
 
@@ -432,8 +433,9 @@ def error_bad_datatype(ctx: Context) -> str:
 
 @check("error_unknown_input")
 def error_unknown_input(ctx: Context) -> str:
-    return _expect_error(_bad_linear(ctx, [1, _features(ctx)], name="not_an_input"), ctx,
-                         "StatusCode.INVALID_ARGUMENT")
+    return _expect_error(
+        _bad_linear(ctx, [1, _features(ctx)], name="not_an_input"), ctx, "StatusCode.INVALID_ARGUMENT"
+    )
 
 
 @check("error_missing_input")
@@ -453,8 +455,11 @@ def error_unknown_output(ctx: Context) -> str:
     infer_input = ctx.grpcclient.InferInput(ctx.linear["input"], list(x.shape), "FP32")
     infer_input.set_data_from_numpy(x)
     wanted = [ctx.grpcclient.InferRequestedOutput("not_an_output")]
-    return _expect_error(lambda: ctx.client.infer(ctx.linear["name"], [infer_input], outputs=wanted), ctx,
-                         "StatusCode.INVALID_ARGUMENT")
+    return _expect_error(
+        lambda: ctx.client.infer(ctx.linear["name"], [infer_input], outputs=wanted),
+        ctx,
+        "StatusCode.INVALID_ARGUMENT",
+    )
 
 
 @check("error_raw_size_mismatch")
@@ -518,8 +523,9 @@ def explicit_load_unload(ctx: Context) -> str:
         assert client.is_model_ready(name) is False, "model still ready after unload_model"
         index = {m.name: m.state for m in client.get_model_repository_index().models}
         assert index.get(name) != "READY", f"state after unload {index.get(name)!r}"
-        error = _expect_error(lambda: client.infer(name, [infer_input]), ctx,
-                              ("StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND"))
+        error = _expect_error(
+            lambda: client.infer(name, [infer_input]), ctx, ("StatusCode.UNAVAILABLE", "StatusCode.NOT_FOUND")
+        )
         steps.append(f"after unload: state={index.get(name)!r}, infer -> {error}")
 
         client.load_model(name)
@@ -531,8 +537,11 @@ def explicit_load_unload(ctx: Context) -> str:
 @check("explicit_load_unknown_model")
 def explicit_load_unknown_model(ctx: Context) -> str:
     with _explicit_client(ctx) as client:
-        return _expect_error(lambda: client.load_model("no_such_model"), ctx,
-                             ("StatusCode.NOT_FOUND", "StatusCode.INVALID_ARGUMENT"))
+        return _expect_error(
+            lambda: client.load_model("no_such_model"),
+            ctx,
+            ("StatusCode.NOT_FOUND", "StatusCode.INVALID_ARGUMENT"),
+        )
 
 
 CHECK_NAMES = [name for name, _ in CHECKS]
