@@ -36,7 +36,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "optimization.graph.level": (HONOURED, "onnxruntime graph optimization level (Triton's numbers)"),
     "dynamic_batching.preferred_batch_size": (
         HONOURED,
-        "each size is warmed up at load; batches form from what is queued",
+        "each size is warmed up at load; with a queue delay, the largest is what an idle instance waits for",
     ),
     "dynamic_batching.max_queue_delay_microseconds": (HONOURED, "how long a batch may wait to fill"),
     "dynamic_batching.priority_levels": (HONOURED, "request `priority` parameter, 1 = highest"),
@@ -48,6 +48,7 @@ FIELDS: dict[str, tuple[str, str]] = {
         "request `timeout` parameter may shorten it",
     ),
     "dynamic_batching.default_queue_policy.max_queue_size": (HONOURED, "more queued requests: UNAVAILABLE"),
+    "dynamic_batching.priority_queue_policy": (HONOURED, "a priority level's own queue policy"),
     "sequence_batching": (HONOURED, "stateful sequences (correlation id, start/end flags)"),
     "ensemble_scheduling": (REFUSED, "not supported: the load fails"),
     "instance_group.name": (HONOURED, "names the instance"),

@@ -136,3 +136,20 @@ def test_the_parameters_ortserve_export_writes_are_known():
         "".join(f'parameters {{ key: "{key}" value: {{ string_value: "x" }} }}\n' for key in keys)
     )
     assert config_support.config_notes(config) == []
+
+
+def test_scheduling_fields_the_batcher_honours_raise_no_warning():
+    config = _config(
+        """
+        max_batch_size: 8
+        dynamic_batching {
+          preferred_batch_size: [ 4 ] max_queue_delay_microseconds: 100
+          priority_levels: 2 default_priority_level: 2
+          default_queue_policy {
+            max_queue_size: 4 default_timeout_microseconds: 10 allow_timeout_override: true
+          }
+          priority_queue_policy { key: 1 value: { max_queue_size: 2 } }
+        }
+        """
+    )
+    assert config_support.unhonoured_fields(config) == []
