@@ -1,9 +1,12 @@
 """The server's one error hierarchy: every error carries its gRPC status code and a metric reason.
 
-They are mapped to gRPC statuses in one place (`service.rpc`); anything else becomes INTERNAL.
+They are mapped in one place, `served_error` (used by the gRPC servicer and the REST API); anything else
+becomes INTERNAL.
 """
 
 from __future__ import annotations
+
+import logging
 
 import grpc
 
@@ -99,3 +102,13 @@ class ModelLoadError(ServeError):
 
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "load_failed"
+
+
+def served_error(error: Exception, where: str) -> ServeError:
+    """The one mapping for every listener (gRPC and REST): ServeErrors go out as they are; anything else is
+    logged with its traceback and becomes INTERNAL "internal error"."""
+    if isinstance(error, ServeError) and not isinstance(error, InternalError):
+        return error
+    if not isinstance(error, InternalError):
+        logging.getLogger(__name__).error("%s failed", where, exc_info=error)
+    return InternalError("internal error")

@@ -17,11 +17,11 @@ from google.protobuf import descriptor, json_format
 
 from ortserve.protos import grpc_service_pb2 as pb
 
-from .errors import FailedPrecondition, InvalidArgument, Unavailable, clip
+from .errors import FailedPrecondition, InvalidArgument, Unavailable, clip, served_error
 from .http_tensors import from_infer_response, parse_header, to_infer_request
 from .inference import infer
 from .repository import ModelRepository
-from .service import EXTENSIONS, SERVER_NAME, _status, server_version
+from .service import EXTENSIONS, SERVER_NAME, server_version
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def error_response(error: Exception, where: str) -> web.Response:
         # 413's text names the limit and the size (numbers only); the others' reason says it all.
         message = error.text if error.status == 413 and error.text else error.reason
         return web.json_response({"error": message}, status=error.status)
-    served = _status(error, where)
+    served = served_error(error, where)
     return web.json_response({"error": str(served)}, status=HTTP_STATUS.get(served.code, 500))
 
 

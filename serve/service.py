@@ -18,7 +18,14 @@ from ortserve.protos import grpc_service_pb2 as pb
 from ortserve.protos import grpc_service_pb2_grpc
 
 from .drain import CUT_SHORT, Admission
-from .errors import FailedPrecondition, InternalError, InvalidArgument, ServeError, Unavailable, clip
+from .errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ServeError,
+    Unavailable,
+    clip,
+    served_error,
+)
 from .inference import infer
 from .repository import ModelRepository
 from .stream import StreamAnswers
@@ -45,15 +52,6 @@ def server_version() -> str:
         return "0.0.0"
 
 
-def _status(error: Exception, where: str) -> ServeError:
-    """The one mapping: ServeErrors go out as they are; anything else is logged and becomes INTERNAL."""
-    if isinstance(error, ServeError) and not isinstance(error, InternalError):
-        return error
-    if not isinstance(error, InternalError):
-        log.error("%s failed", where, exc_info=error)
-    return InternalError("internal error")
-
-
 def rpc(method):
     """Run a unary RPC (admitted, so shutdown can wait for it); abort with the error's status when it
     raises. An undecodable request is answered INVALID_ARGUMENT without calling the method."""
@@ -69,8 +67,8 @@ def rpc(method):
             if not self.admission.cut:
                 raise
             error = Unavailable(CUT_SHORT)
-        except Exception as exc:  # noqa: BLE001 - mapped to a status in _status
-            error = _status(exc, method.__name__)
+        except Exception as exc:  # noqa: BLE001 - mapped to a status in served_error
+            error = served_error(exc, method.__name__)
         await context.abort(error.code, str(error))
 
     return wrapper
@@ -150,7 +148,7 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
         def fail(request, exc: Exception):
             return pb.ModelStreamInferResponse(
-                error_message=str(_status(exc, "ModelStreamInfer")),
+                error_message=str(served_error(exc, "ModelStreamInfer")),
                 infer_response=pb.ModelInferResponse(
                     model_name=request.model_name, model_version=request.model_version, id=request.id
                 ),
@@ -166,8 +164,8 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             if not self.admission.cut:
                 raise
             error = Unavailable(CUT_SHORT)
-        except Exception as exc:  # noqa: BLE001 - mapped to a status in _status
-            error = _status(exc, "ModelStreamInfer")
+        except Exception as exc:  # noqa: BLE001 - mapped to a status in served_error
+            error = served_error(exc, "ModelStreamInfer")
         await context.abort(error.code, str(error))
 
     @rpc
