@@ -133,21 +133,8 @@ def export_model(
         onnx_model = onnx.load(str(onnx_path))
     inputs, outputs = graph_tensors(onnx_model)
     preprocessing = spec.preprocessing.to_dict(spec.kind)
-    _set_metadata(
-        onnx_model,
-        {
-            "source": source,
-            "source_sha256": checkpoint_sha256 or "",
-            "kind": spec.kind,
-            "precision": spec.precision,
-            "exporter": report.exporter,
-            "torch_version": torch.__version__,
-            "onnx_version": onnx.__version__,
-            "preprocessing": json.dumps(preprocessing, sort_keys=True),
-            "validation": report.to_json(),
-            **({"quantization": int8_report.to_json()} if int8_report else {}),
-        },
-    )
+    extra = {"quantization": int8_report.to_json()} if int8_report else {}
+    record_provenance(onnx_model, spec, report, source, checkpoint_sha256, preprocessing, **extra)
     config = build_config(
         name,
         inputs,
@@ -256,7 +243,29 @@ def _check_labels(labels: Sequence[str], first_output: np.ndarray) -> None:
         raise RepositoryError(f"{len(labels)} labels given but the model has {first_output.shape[1]} classes")
 
 
-def _set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
+def record_provenance(
+    model: onnx.ModelProto,
+    spec: ExportSpec,
+    report: ValidationReport,
+    source: str,
+    checkpoint_sha256: str | None,
+    preprocessing: dict,
+    **extra: str,
+) -> None:
+    """Write what every export records in the ONNX metadata: where it came from, how it was made and
+    validated (plus `extra` entries: int8's quantization report, a step model's states)."""
+    props = {
+        "source": source,
+        "source_sha256": checkpoint_sha256 or "",
+        "kind": spec.kind,
+        "precision": spec.precision,
+        "exporter": report.exporter,
+        "torch_version": torch.__version__,
+        "onnx_version": onnx.__version__,
+        "preprocessing": json.dumps(preprocessing, sort_keys=True),
+        "validation": report.to_json(),
+        **extra,
+    }
     kept = [p for p in model.metadata_props if p.key not in props]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)

@@ -21,7 +21,7 @@ import onnx
 import torch
 from torch import nn
 
-from ortserve.export.api import ExportResult, _check_labels, _combined, _one_line, _set_metadata
+from ortserve.export.api import ExportResult, _check_labels, _combined, _one_line, record_provenance
 from ortserve.export.errors import ExporterError, ExportError, RepositoryError, SpecError, ValidationError
 from ortserve.export.precision import HalfPrecision
 from ortserve.export.repository import (
@@ -149,20 +149,14 @@ def export_stateful(
     inputs, outputs = graph_tensors(onnx_model)
     preprocessing = spec.preprocessing.to_dict(spec.kind)
     stateful = {"state": mode, "states": [s.to_dict() for s in states]}
-    _set_metadata(
+    record_provenance(
         onnx_model,
-        {
-            "source": source,
-            "source_sha256": checkpoint_sha256 or "",
-            "kind": spec.kind,
-            "precision": spec.precision,
-            "exporter": report.exporter,
-            "torch_version": torch.__version__,
-            "onnx_version": onnx.__version__,
-            "preprocessing": json.dumps(preprocessing, sort_keys=True),
-            "stateful": json.dumps(stateful, sort_keys=True),
-            "validation": report.to_json(),
-        },
+        spec,
+        report,
+        source,
+        checkpoint_sha256,
+        preprocessing,
+        stateful=json.dumps(stateful, sort_keys=True),
     )
     config = stateful_config(
         name,
