@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import json
 import logging
 import os
 import signal
@@ -43,16 +42,16 @@ from ortserve.export.recipes.train import (
 )
 from ortserve.export.repository import MODEL_FILENAME, existing_versions
 from ortserve.export.spec import ExportSpec
-from ortserve.export.streaming import CarriedState, StreamAgreement, stream_rows
+from ortserve.export.streaming import StreamAgreement, stream_rows
 
 logger = logging.getLogger(__name__)
 
 RESNET_NAME = "digits_resnet"
 LSTM_NAME = "digits_lstm"
 STREAM_NAME = "digits_lstm_stream"
-# The same step graph also serves with server-held state (sequence_batching); this server path carries the
-# state in the client, so every replica can continue every sequence.
-STREAM_STATE = "client"
+# Server-held state (Triton's sequence batcher): each step sends one row, the server keeps the LSTM's state.
+# The same step graph also serves with client-carried state (--state client; docs/streaming.md).
+STREAM_STATE = "server"
 RESNET_INT8_NAME = "digits_resnet_int8"
 ACCURACY_TOLERANCE = 0.005
 # int8 is held to its proof (>= 99% top-1 agreement with PyTorch), so its accuracy may move up to 1 point.
@@ -242,10 +241,8 @@ def _measure(
 
 def _stream(client: InferenceClient, model: torch.nn.Module, sequences: np.ndarray) -> StreamAgreement:
     """Every held-out sequence row by row through the server, each running prediction against PyTorch's."""
-    parameter = client.model_config(STREAM_NAME).parameters["stateful"].string_value
-    states = json.loads(parameter)["states"]
-    infer = functools.partial(client.infer, STREAM_NAME)
-    return stream_rows(lambda: CarriedState(infer, states), model, sequences, name=STREAM_NAME)
+    open_sequence = functools.partial(client.sequence, STREAM_NAME)
+    return stream_rows(open_sequence, model, sequences, name=STREAM_NAME, batched=False)
 
 
 def _report(results: Sequence[ServedAccuracy], grpc_address: str, metrics_address: str) -> str:
