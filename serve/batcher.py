@@ -15,6 +15,10 @@ than the run. A batch is quick by its size (input elements times the measured se
 long sequence to a quick model runs in the pool and never freezes the loop. On ortserve's IdleAwareEventLoop
 quick batches run when the loop has nothing else to do: the requests that arrived while it was busy share
 one batch, and a lone request runs before the loop sleeps (docs/performance.md).
+
+An instance whose last batches grew onnxruntime's arena beyond an idle model's gives it back once it has
+been idle for memory.IDLE_SHRINK_S: its worker runs one small shrinking run in the pool, holding the
+instance like a batch (serve.memory).
 """
 
 from __future__ import annotations
@@ -26,43 +30,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
+from .batch_run import Pending, Result, execute, fail, output_names
 from .errors import DeadlineExceeded, InternalError, QueueFull, QueueTimeout, Unavailable
-from .memory import MemoryGuard
+from .memory import IDLE_SHRINK_S, MemoryGuard
 from .scheduling import BatchPolicy, Scheduling
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False, slots=True)
-class Pending:
-    """One queued request."""
-
-    inputs: dict[str, np.ndarray]
-    rows: int
-    key: tuple
-    outputs: tuple[str, ...]
-    future: asyncio.Future
-    enqueued: float
-    expires: float | None
-    deadline: float | None
-    elements: int
-    queued_s: float = 0.0
-
-
-@dataclass(slots=True)
-class Result:
-    """What a request's future resolves to: its outputs and how long each phase took (ns)."""
-
-    outputs: dict[str, np.ndarray]
-    batch_size: int
-    queue_ns: int = 0
-    compute_input_ns: int = 0
-    compute_infer_ns: int = 0
-    compute_output_ns: int = 0
 
 
 # Below this onnxruntime time per batch, handing the batch to a worker thread (and the result back to the
@@ -79,7 +55,8 @@ class Batcher:
     """Queues + workers of one model version. Create and use it inside the running event loop.
 
     `seconds_per_element`: onnxruntime's time per input element measured at warm-up (None: unknown, the
-    first batches run in the pool); `memory`: the budget check and arena shrinkage (None: neither)."""
+    first batches run in the pool); `memory`: the budget check and arena shrinkage (None: neither);
+    `on_shrink`: called after each idle arena shrink (counted in `arena_shrinks` too)."""
 
     def __init__(
         self,
@@ -90,12 +67,17 @@ class Batcher:
         *,
         seconds_per_element: float | None = None,
         memory: MemoryGuard | None = None,
+        on_shrink: Callable[[], None] | None = None,
     ):
         self.name = name
         self.policy = policy
         self._sessions = list(sessions)
         self._on_batch = on_batch
         self._memory = memory
+        self._on_shrink = on_shrink
+        self.arena_shrinks = 0
+        # Per instance: time.monotonic() of its last run since one grew its arena (None: idle-sized).
+        self._grown_at: list[float | None] = [None] * len(self._sessions)
         self._queues: list[deque[Pending]] = [deque() for _ in range(policy.levels)]
         self._arrived = asyncio.Event()
         self._running = 0
@@ -237,7 +219,7 @@ class Batcher:
             head = self._peek()
             if head is None:
                 self._arrived.clear()
-                await self._arrived.wait()
+                await self._idle(loop, index)
                 continue
             if self.policy.max_queue_delay_s > 0:
                 await self._fill(head)
@@ -251,6 +233,41 @@ class Batcher:
                 self._running -= 1
                 if self.pending:
                     self._arrived.set()
+
+    async def _idle(self, loop, index: int) -> None:
+        """Wait for requests; meanwhile shrink this instance's arena once it has been idle IDLE_SHRINK_S
+        after a run that grew it."""
+        while (grown_at := self._grown_at[index]) is not None and not self._closed:
+            remaining = grown_at + IDLE_SHRINK_S - time.monotonic()
+            if remaining <= 0:
+                if not self.pending:  # else requests queued for an inline flush: take them instead
+                    await self._shrink(loop, index)
+                return
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+                return
+            except asyncio.TimeoutError:
+                continue  # batches may have run inline meanwhile, moving grown_at on
+        await self._arrived.wait()
+
+    async def _shrink(self, loop, index: int) -> None:
+        """One small shrinking run on instance `index`, in the pool and holding the instance like a batch:
+        a request arriving meanwhile waits for this run only."""
+        self._running += 1
+        try:
+            await loop.run_in_executor(self._executor, self._memory.shrink_idle, self._sessions[index], index)
+        except Exception:  # noqa: BLE001 - onnxruntime raises many types; serving goes on as it is
+            log.warning("model %s: shrinking instance %d's arena failed", self.name, index, exc_info=True)
+        else:
+            self.arena_shrinks += 1
+            log.debug("model %s: instance %d idle, arena shrunk", self.name, index)
+            if self._on_shrink is not None:
+                self._on_shrink()
+        finally:
+            self._running -= 1
+            self._grown_at[index] = None
+            if self.pending:
+                self._arrived.set()
 
     async def _fill(self, head: Pending) -> None:
         """max_queue_delay: wait until requests like `head` reach the batch target, or its delay ends."""
@@ -308,11 +325,15 @@ class Batcher:
     def _execute(self, index: int, batch: list[Pending], names: list[str]):
         """execute() on the calling thread (loop or worker); failures become InternalError."""
         elements = sum(p.elements for p in batch)
-        options = self._memory.run_options(index, elements) if self._memory is not None else None
+        memory = self._memory
+        options = memory.run_options(index, elements) if memory is not None else None
         try:
             return execute(self._sessions[index], batch, names, self.policy.max_batch_size > 0, options)
         except Exception as exc:  # noqa: BLE001 - reported to every request of the batch
             raise self._failure(batch, exc) from exc
+        finally:  # only this instance's worker (or the loop, for its inline runs) touches its entry
+            if self._grown_at[index] is not None or (memory and memory.grows_idle_arena(index, elements)):
+                self._grown_at[index] = time.monotonic()
 
     def _failure(self, batch: list[Pending], exc: Exception) -> InternalError:
         if isinstance(exc, InternalError):
@@ -324,20 +345,20 @@ class Batcher:
         if self._inline_ok(sum(p.elements for p in batch)):
             self._finish(batch, index)
             return
-        names = _output_names(batch)
+        names = output_names(batch)
         try:
             split, timings = await loop.run_in_executor(self._executor, self._execute, index, batch, names)
         except InternalError as error:
-            _fail(batch, error)
+            fail(batch, error)
             return
         self._deliver(batch, split, timings)
 
     def _finish(self, batch: list[Pending], index: int) -> None:
         """Run a batch on the event loop and answer its requests."""
         try:
-            split, timings = self._execute(index, batch, _output_names(batch))
+            split, timings = self._execute(index, batch, output_names(batch))
         except InternalError as error:
-            _fail(batch, error)
+            fail(batch, error)
             return
         self._deliver(batch, split, timings)
 
@@ -355,40 +376,3 @@ class Batcher:
                 self._on_batch(rows, *timings)
             except Exception:  # noqa: BLE001 - a reporting bug must not stop the scheduler
                 log.exception("model %s: recording a batch failed", self.name)
-
-
-def _output_names(batch: list[Pending]) -> list[str]:
-    return list(dict.fromkeys(name for pending in batch for name in pending.outputs))
-
-
-def _fail(batch: list[Pending], error: Exception) -> None:
-    for pending in batch:
-        if not pending.future.done():
-            pending.future.set_exception(error)
-
-
-def execute(session, batch: list[Pending], names: list[str], batched: bool, run_options=None):
-    """Run one batch (on the loop or a worker thread): merge inputs, run, check rows, split outputs back."""
-    start = time.perf_counter_ns()
-    if len(batch) == 1:
-        feeds = batch[0].inputs
-    else:
-        feeds = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
-    ran = time.perf_counter_ns()
-    arrays = session.run(names, feeds, run_options)
-    done = time.perf_counter_ns()
-    if not batched:
-        split = [dict(zip(names, arrays, strict=True))]
-    else:
-        rows = sum(p.rows for p in batch)
-        for name, array in zip(names, arrays, strict=True):
-            if array.ndim == 0 or array.shape[0] != rows:
-                log.error("model output %r has shape %s for a batch of %d rows", name, array.shape, rows)
-                raise InternalError("internal error")
-        split, offset = [], 0
-        for pending in batch:
-            stop = offset + pending.rows
-            split.append({name: array[offset:stop] for name, array in zip(names, arrays, strict=True)})
-            offset = stop
-    end = time.perf_counter_ns()
-    return split, (ran - start, done - ran, end - done)

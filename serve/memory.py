@@ -5,6 +5,11 @@ onnxruntime's CPU (and CUDA) arena keeps every region it ever grew to: one 8 MB 
 361 MB bigger for good, and warming up at max_batch_size left each model at its peak. A run with the
 `memory.enable_memory_arena_shrinkage` run option frees the arena's unused regions when it ends.
 
+Outsized runs shrink the arena as they end. Runs larger than the warm-up's batch 1 but not outsized (the
+batches dynamic batching forms under load) regrow it too; shrinking after each would cost every batch an
+allocation of its intermediates, so the batcher gives such an instance's arena back only once it has been
+idle for IDLE_SHRINK_S: one small shrinking run (batch 1), held like a batch. A steady stream never pays it.
+
 The budget check needs a model's memory per request: it is measured once at load, as the growth of the
 process's resident memory over a run of the largest warm-up batch or, when the model has dynamic non-batch
 dimensions and it is larger, of a longer probe (after a shrink), divided by the run's input elements. It is
@@ -21,7 +26,7 @@ import math
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
@@ -37,6 +42,9 @@ SHRINK_KEY = "memory.enable_memory_arena_shrinkage"
 OUTSIZED_FACTOR = 4
 # A dynamic non-batch dimension is probed at this product of lengths (4096 time steps; 64x64 pixels).
 PROBE_ELEMENTS_PER_ROW_DIMS = 4096
+# An instance idle this long after a run that grew its arena is shrunk (serve.batcher). Long enough that a
+# stream of batches with pauses between them (a client's think time) does not pay for regrowing it.
+IDLE_SHRINK_S = 1.0
 # Model versions load one at a time (ModelVersion.load holds it): resident memory is the process's, and a
 # probe measured while another model loaded counted that model's memory too (7x the LSTM's estimate).
 LOAD_LOCK = threading.Lock()
@@ -98,6 +106,8 @@ class MemoryGuard:
     """Input elements of the largest run at load: never refused, and no run up to 4x this is outsized."""
     shrink: tuple[ort.RunOptions | None, ...]
     """Per session: the run options that shrink its arenas (None: onnxruntime refused them at load)."""
+    small_feeds: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    """The warm-up's batch-1 feeds: an idle arena holds what they need; the idle shrink runs them."""
 
     def estimate_bytes(self, elements: int) -> float:
         return (self.bytes_per_element or 0.0) * elements
@@ -118,7 +128,21 @@ class MemoryGuard:
 
     def run_options(self, index: int, elements: int) -> ort.RunOptions | None:
         """The shrinking run options for an outsized run on session `index`, else None."""
-        return self.shrink[index] if elements > OUTSIZED_FACTOR * self.known_elements else None
+        return self.shrink[index] if self._outsized(elements) else None
+
+    def _outsized(self, elements: int) -> bool:
+        return elements > OUTSIZED_FACTOR * self.known_elements
+
+    def grows_idle_arena(self, index: int, elements: int) -> bool:
+        """True when a run of this size leaves session `index`'s arena larger than an idle model's (and
+        did not shrink it as it ended): the batcher shrinks it once the instance is idle."""
+        if not self.small_feeds or self.shrink[index] is None or self._outsized(elements):
+            return False  # nothing to shrink with, or the outsized run shrank the arena as it ended
+        return elements > elements_of(self.small_feeds)
+
+    def shrink_idle(self, session, index: int) -> None:
+        """Give session `index`'s arena back: one batch-1 run with the shrinking run options (blocking)."""
+        session.run(None, self.small_feeds, self.shrink[index])
 
 
 def _mib(size: float) -> str:

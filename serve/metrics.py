@@ -47,6 +47,7 @@ COUNTERS = {  # name -> help; ModelMetrics attribute = name without the prefix
     "sequence_started": "Sequences started (requests with sequence_start) of a sequence model.",
     "sequence_ended": "Sequences ended by a request with sequence_end.",
     "sequence_expired": "Sequences freed after max_sequence_idle_microseconds without a request.",
+    "arena_shrinks": "onnxruntime arenas given back by an instance idle after batches that grew them.",
 }
 FAILURE = (
     "inference_request_failure",
@@ -104,6 +105,7 @@ class ModelMetrics:
         self.sequence_started = 0
         self.sequence_ended = 0
         self.sequence_expired = 0
+        self.arena_shrinks = 0
         self.sequences_live = 0
         self.pending = 0
         self.failures: dict[str, int] = {}
@@ -144,6 +146,10 @@ class ModelMetrics:
         """Count one model execution of `size` rows."""
         self.inference_exec_count += 1
         self.batch_size.observe(size)
+
+    def arena_shrunk(self) -> None:
+        """Count one idle instance's arena shrink."""
+        self.arena_shrinks += 1
 
     def set_ready(self, provider: str, ready: bool) -> None:
         """Mark the version (un)ready on the provider it runs on."""

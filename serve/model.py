@@ -234,7 +234,7 @@ class ModelVersion:
             "unknown" if per_element is None else f"{per_element:.0f}",
         )
         name = f"'{self.name}' version {self.version}"
-        return memory.MemoryGuard(name, budget_bytes, per_element, known, tuple(shrink))
+        return memory.MemoryGuard(name, budget_bytes, per_element, known, tuple(shrink), small)
 
     def start(self, recorder: ModelRecorder) -> None:
         """Create the scheduler (inside the running event loop)."""
@@ -246,6 +246,7 @@ class ModelVersion:
             recorder.batch_executed,
             seconds_per_element=self.seconds_per_element,
             memory=self.memory_guard,
+            on_shrink=recorder.metrics.arena_shrunk,
         )
         if self.sequence_policy is not None:
             self.sequences = SequenceBatcher(

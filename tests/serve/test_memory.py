@@ -1,17 +1,22 @@
-"""The memory rules of a model version: the load-time estimate, the budget check, arena shrinkage."""
+"""The memory rules of a model version: the load-time estimate, the budget check, arena shrinkage after
+outsized runs and once an instance is idle after large batches."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import sequence_model
 from onnx_models import write_model
 from prometheus_client import CollectorRegistry
 
 from ortserve.serve import memory
+from ortserve.serve.batcher import Batcher, BatchPolicy
 from ortserve.serve.errors import ResourceExhausted
+from ortserve.serve.idle_loop import run
 from ortserve.serve.metrics import ServerMetrics
 from ortserve.serve.model import LoadOptions
 from ortserve.serve.repository import ModelRepository
@@ -62,3 +67,64 @@ def test_only_outsized_runs_shrink_the_arena():
     assert guard.run_options(0, 4000) is None
     options = guard.run_options(0, 4001)
     assert options is not None and options.get_run_config_entry(memory.SHRINK_KEY) == "cpu:0"
+
+
+# Eight sequences of 6000 steps: ~60 MB of LSTM intermediates in the arena (about 160 bytes per element).
+LARGE = {"x": sequence_model.sequence(6000, rows=8)}
+SMALL = {"x": sequence_model.sequence(1)}
+DEADLINE_S = 120
+
+
+def _large_batch_batcher(on_batch=None) -> Batcher:
+    """An LSTM batcher whose load-time runs were batch 1 (the idle arena) up to LARGE (not outsized)."""
+    session = ort.InferenceSession(
+        sequence_model.lstm().SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    shrink = (memory.shrink_options(["cpu:0"]),)
+    guard = memory.MemoryGuard("'lstm' version 1", 0, None, LARGE["x"].size, shrink, SMALL)
+    policy = BatchPolicy(max_batch_size=8, dynamic=True)
+    # Quick at load: small batches run inline on the event loop, LARGE ones in the pool.
+    return Batcher("'lstm' version 1", [session], policy, on_batch, seconds_per_element=1e-7, memory=guard)
+
+
+async def _shrinks(batcher: Batcher, count: int) -> None:
+    deadline = time.monotonic() + DEADLINE_S
+    while batcher.arena_shrinks < count:
+        assert time.monotonic() < deadline, f"arena never shrunk {count} time(s)"
+        await asyncio.sleep(0.01)
+
+
+def test_an_instance_idle_after_a_large_batch_gives_its_arena_back():
+    async def main():
+        batcher = _large_batch_batcher()
+        for _ in range(20):  # small runs inline: they never grow the arena beyond an idle model's
+            await batcher.submit(SMALL, 1, ["h"])
+        before = memory.resident_bytes()
+        await batcher.submit(LARGE, 8, ["h"])
+        grown = memory.resident_bytes() - before
+        await _shrinks(batcher, 1)
+        kept = memory.resident_bytes() - before
+        await batcher.submit(SMALL, 1, ["h"])  # a small run after the shrink: no second one is due
+        shrinks = batcher.arena_shrinks
+        await batcher.close()
+        return grown, kept, shrinks
+
+    grown, kept, shrinks = run(main())
+    assert shrinks == 1
+    assert grown > 30 << 20, f"the large batch grew resident memory by only {grown >> 20} MiB"
+    assert kept < grown / 3, f"{kept >> 20} of {grown >> 20} MiB still resident after the shrink"
+
+
+def test_a_steady_stream_of_large_batches_is_not_shrunk_between_them():
+    seen: list[int] = []  # arena_shrinks as each batch was delivered
+
+    async def main():
+        batcher = _large_batch_batcher(lambda *_: seen.append(batcher.arena_shrinks))
+        # Queued together: the worker takes batch after batch and is never idle in between.
+        await asyncio.gather(*(batcher.submit(LARGE, 8, ["h"]) for _ in range(4)))
+        await _shrinks(batcher, 1)  # idle afterwards: shrunk once
+        await batcher.close()
+        return batcher.arena_shrinks
+
+    assert run(main()) == 1
+    assert seen == [0, 0, 0, 0]
