@@ -1,6 +1,6 @@
 """One long sequence against a quick model: the server keeps answering while it runs, gives its memory back
-afterwards, and refuses what would exceed the memory budget. Queued requests whose client cancelled or
-whose `timeout` parameter expired never run."""
+afterwards (and once idle after a large batch), and refuses what would exceed the memory budget. Queued
+requests whose client cancelled or whose `timeout` parameter expired never run."""
 
 from __future__ import annotations
 
@@ -85,6 +85,21 @@ def test_server_live_answers_while_a_long_sequence_runs_and_memory_comes_back(ls
     # Without shrinking the arena the server stayed ~250 MB bigger after this request.
     assert grown < 64, f"resident memory stayed {grown:.0f} MiB above its level before the long sequence"
     assert outputs(client.ModelInfer(request("lstm", SHORT)))["h"].shape == (1, sequence_model.HIDDEN)
+
+
+def test_an_idle_model_gives_back_the_arena_its_large_batches_grew(lstm_server):
+    client = stub(lstm_server.grpc_address)
+    shrinks = sample(scrape(lstm_server.metrics_url), "ortserve_arena_shrinks_total", model="lstm")
+    baseline = _resident_mib(lstm_server)
+    # 8 x 2048 x 8 elements: 4x the load-time probe, not outsized, so it is not shrunk as it ends (~20 MB).
+    rows = {"x": sequence_model.sequence(2048, rows=8)}
+    assert outputs(client.ModelInfer(request("lstm", rows)))["h"].shape == (8, sequence_model.HIDDEN)
+    deadline = time.monotonic() + STATE_TIMEOUT_S
+    while sample(scrape(lstm_server.metrics_url), "ortserve_arena_shrinks_total", model="lstm") <= shrinks:
+        assert time.monotonic() < deadline, "the model's arena was never shrunk once idle"
+        time.sleep(0.05)
+    grown = _resident_mib(lstm_server) - baseline
+    assert grown < 16, f"resident memory stayed {grown:.0f} MiB above its level before the batch"
 
 
 def test_a_request_over_the_memory_budget_is_refused_with_resource_exhausted(tight_server):
