@@ -9,6 +9,9 @@ Outsized runs shrink the arena as they end. Runs larger than the warm-up's batch
 batches dynamic batching forms under load) regrow it too; shrinking after each would cost every batch an
 allocation of its intermediates, so the batcher gives such an instance's arena back only once it has been
 idle for IDLE_SHRINK_S: one small shrinking run (batch 1), held like a batch. A steady stream never pays it.
+What onnxruntime frees goes back to the C library's heap, which keeps most of it resident (glibc serves
+allocations below its adaptive mmap threshold from its heaps): after the idle shrink and after loading, the
+heap's free pages are given back too (glibc's malloc_trim; nothing on other C libraries).
 
 The budget check needs a model's memory per request: it is measured once at load, as the growth of the
 process's resident memory over a run of the largest warm-up batch or, when the model has dynamic non-batch
@@ -21,6 +24,8 @@ what ran at load are never refused.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
 import math
 import os
@@ -57,6 +62,21 @@ def resident_bytes() -> int:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc; a no-op elsewhere). Takes milliseconds."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def shrink_options(devices: Sequence[str]) -> ort.RunOptions:
@@ -141,8 +161,10 @@ class MemoryGuard:
         return elements > elements_of(self.small_feeds)
 
     def shrink_idle(self, session, index: int) -> None:
-        """Give session `index`'s arena back: one batch-1 run with the shrinking run options (blocking)."""
+        """Give session `index`'s arena back: one batch-1 run with the shrinking run options, then the
+        heap's free pages (blocking)."""
         session.run(None, self.small_feeds, self.shrink[index])
+        trim_heap()
 
 
 def _mib(size: float) -> str:

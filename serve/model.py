@@ -233,6 +233,7 @@ class ModelVersion:
             self.version,
             "unknown" if per_element is None else f"{per_element:.0f}",
         )
+        memory.trim_heap()  # what session creation and warm-up freed
         name = f"'{self.name}' version {self.version}"
         return memory.MemoryGuard(name, budget_bytes, per_element, known, tuple(shrink), small)
 
