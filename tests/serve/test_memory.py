@@ -75,16 +75,15 @@ SMALL = {"x": sequence_model.sequence(1)}
 DEADLINE_S = 120
 
 
-def _large_batch_batcher(on_batch=None) -> Batcher:
+def _large_batch_batcher(on_batch=None, instances: int = 1) -> Batcher:
     """An LSTM batcher whose load-time runs were batch 1 (the idle arena) up to LARGE (not outsized)."""
-    session = ort.InferenceSession(
-        sequence_model.lstm().SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-    shrink = (memory.shrink_options(["cpu:0"]),)
+    model = sequence_model.lstm().SerializeToString()
+    sessions = [ort.InferenceSession(model, providers=["CPUExecutionProvider"]) for _ in range(instances)]
+    shrink = tuple(memory.shrink_options(["cpu:0"]) for _ in sessions)
     guard = memory.MemoryGuard("'lstm' version 1", 0, None, LARGE["x"].size, shrink, SMALL)
     policy = BatchPolicy(max_batch_size=8, dynamic=True)
-    # Quick at load: small batches run inline on the event loop, LARGE ones in the pool.
-    return Batcher("'lstm' version 1", [session], policy, on_batch, seconds_per_element=1e-7, memory=guard)
+    # Quick at load: small batches of one instance run inline on the event loop, LARGE ones in the pool.
+    return Batcher("'lstm' version 1", sessions, policy, on_batch, seconds_per_element=1e-7, memory=guard)
 
 
 async def _shrinks(batcher: Batcher, count: int) -> None:
@@ -128,3 +127,15 @@ def test_a_steady_stream_of_large_batches_is_not_shrunk_between_them():
 
     assert run(main()) == 1
     assert seen == [0, 0, 0, 0]
+
+
+def test_each_instance_is_shrunk_once_it_is_idle():
+    async def main():
+        batcher = _large_batch_batcher(instances=2)
+        # Two batches of 8 rows (max_batch_size): one on each instance's worker.
+        await asyncio.gather(*(batcher.submit(LARGE, 8, ["h"]) for _ in range(2)))
+        await _shrinks(batcher, 2)
+        await batcher.close()
+        return batcher.arena_shrinks
+
+    assert run(main()) == 2
