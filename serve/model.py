@@ -223,7 +223,18 @@ class ModelVersion:
         dynamic = max((sum(dim < 0 for dim in spec.dims) for spec in self.inputs.values()), default=0)
         if dynamic and not self.warmup_notes:
             length = max(round(memory.PROBE_ELEMENTS_PER_ROW_DIMS ** (1 / dynamic)), 1)
-            probes.append(self.warmup_feeds(sizes[0], length))
+            probe = self.warmup_feeds(sizes[0], length)
+            expected_s = (self.seconds_per_element or 0.0) * memory.elements_of(probe)
+            if expected_s <= memory.PROBE_MAX_S:
+                probes.append(probe)
+            else:
+                log.info(
+                    "model %s version %d: memory probe at length %d skipped (about %.0f s at warm-up speed)",
+                    self.name,
+                    self.version,
+                    length,
+                    expected_s,
+                )
         per_element, known = None, memory.elements_of(probes[0])
         if shrink[0] is not None:
             per_element, known = memory.probe_bytes_per_element(self.sessions[0], shrink[0], small, probes)
