@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -61,3 +62,15 @@ def test_quickstart_int8_reports_int8_beside_fp32(trained_digits, tmp_path):
         assert " yes " in row, row
     config = (tmp_path / "model_repository" / "digits_resnet_int8" / "config.pbtxt").read_text()
     assert 'string_value: "int8"' in config
+
+
+def test_accuracy_gate_counts_samples_not_float_differences():
+    from ortserve.export.quickstart import ServedAccuracy
+
+    def gate(served: float, pytorch: float, tolerance: float) -> bool:
+        return ServedAccuracy("m", 100, served, pytorch, 1.0, np.zeros(1), tolerance=tolerance).agrees
+
+    # One sample of 100 is exactly the int8 tolerance (in floats 0.97 - 0.96 > 0.01).
+    assert gate(0.97, 0.96, 0.01)
+    assert not gate(0.98, 0.96, 0.01)
+    assert not gate(0.97, 0.96, 0.005)
