@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -205,8 +208,29 @@ def test_fp16_step_graph_keeps_float32_state(repo: Path) -> None:
     assert stream_against_torch(result.model_path, model, state_tensors(model)) < 0.05
 
 
+FRESH_PROCESS = "ORTSERVE_TEST_FRESH_PROCESS"
+
+
 @pytest.mark.slow
 def test_dynamo_step_graph(repo: Path) -> None:
+    if os.environ.get(FRESH_PROCESS) != "1":
+        # In a fresh process, as `ortserve export` runs: after test_export_rnn exported an LSTM of the same
+        # size with dynamo in this process, dynamo traced the step graph's time axis as fixed (validation
+        # refuses that graph, and exporter "auto" falls back to TorchScript; not yet root-caused).
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{__file__}::test_dynamo_step_graph",
+        ]
+        done = subprocess.run(
+            command, env={**os.environ, FRESH_PROCESS: "1"}, capture_output=True, text=True, timeout=1500
+        )
+        assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+        return
     model = make_two_recurrent(features=FEATURES)
     result = export_model(model, spec(exporter="dynamo"), repository=repo, name="two_dynamo")
     assert result.exporter == "dynamo" and result.report.ok
