@@ -47,7 +47,7 @@ SHRINK_KEY = "memory.enable_memory_arena_shrinkage"
 OUTSIZED_FACTOR = 4
 # A dynamic non-batch dimension is probed at this product of lengths (4096 time steps; 64x64 pixels).
 PROBE_ELEMENTS_PER_ROW_DIMS = 4096
-# ...unless that run would take longer than this at warm-up's speed: a slow model must not load for minutes.
+# ...or the longest length whose run stays under this (ModelVersion._probe_length): no load takes minutes.
 PROBE_MAX_S = 2.0
 # An instance idle this long after a run that grew its arena is shrunk (serve.batcher). Long enough that a
 # stream of batches with pauses between them (a client's think time) does not pay for regrowing it.

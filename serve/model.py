@@ -222,19 +222,10 @@ class ModelVersion:
         probes = [self.warmup_feeds(sizes[-1])]
         dynamic = max((sum(dim < 0 for dim in spec.dims) for spec in self.inputs.values()), default=0)
         if dynamic and not self.warmup_notes:
-            length = max(round(memory.PROBE_ELEMENTS_PER_ROW_DIMS ** (1 / dynamic)), 1)
-            probe = self.warmup_feeds(sizes[0], length)
-            expected_s = (self.seconds_per_element or 0.0) * memory.elements_of(probe)
-            if expected_s <= memory.PROBE_MAX_S:
-                probes.append(probe)
-            else:
-                log.info(
-                    "model %s version %d: memory probe at length %d skipped (about %.0f s at warm-up speed)",
-                    self.name,
-                    self.version,
-                    length,
-                    expected_s,
-                )
+            target = max(round(memory.PROBE_ELEMENTS_PER_ROW_DIMS ** (1 / dynamic)), 1)
+            length = self._probe_length(sizes[0], target)
+            if length > 1:
+                probes.append(self.warmup_feeds(sizes[0], length))
         per_element, known = None, memory.elements_of(probes[0])
         if shrink[0] is not None:
             per_element, known = memory.probe_bytes_per_element(self.sessions[0], shrink[0], small, probes)
@@ -247,6 +238,30 @@ class ModelVersion:
         memory.trim_heap()  # what session creation and warm-up freed
         name = f"'{self.name}' version {self.version}"
         return memory.MemoryGuard(name, budget_bytes, per_element, known, tuple(shrink), small)
+
+    def _probe_length(self, size: int | None, target: int) -> int:
+        """The longest dynamic length up to `target` whose run stays under memory.PROBE_MAX_S: lengths grow 8x
+        while the last run, times 8, fits (a run's fixed overhead makes that guess high, never low), so a
+        slow model is not run for minutes at load."""
+        length = 1
+        while length < target:
+            longer = min(length * 8, target)
+            started = time.perf_counter()
+            try:
+                self.sessions[0].run(None, self.warmup_feeds(size, length))
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types; the probe is optional
+                log.debug("model %s: probe timing at length %d failed: %s", self.name, length, exc)
+                return 1
+            if (time.perf_counter() - started) * longer / length > memory.PROBE_MAX_S:
+                log.info(
+                    "model %s version %d: memory probe stops at length %d (longer runs are slow)",
+                    self.name,
+                    self.version,
+                    length,
+                )
+                return length
+            length = longer
+        return length
 
     def start(self, recorder: ModelRecorder) -> None:
         """Create the scheduler (inside the running event loop)."""
