@@ -65,19 +65,24 @@ def export_onnx(
     return ExportAttempt(exporter=exporter, path=path, notes=notes)
 
 
-def _export_dynamo(
-    model: nn.Module, example: torch.Tensor, spec: ExportSpec, path: Path, names: list[str]
-) -> None:
+def dynamo_dims(axes: dict[int, str]) -> dict:
+    """torch.export Dims for named dynamic axes ({axis: name}); axes that share a name share one Dim."""
     from torch.export import Dim
 
     dims: dict[str, Dim] = {}
-    input_axes = spec.resolved_dynamic_axes()[spec.input_name]
     shapes = {}
-    for axis, name in input_axes.items():
+    for axis, name in axes.items():
         ident = re.sub(r"\W", "_", name) or f"dim{axis}"
         if ident[0].isdigit():
             ident = f"d_{ident}"
         shapes[axis] = dims.setdefault(ident, Dim(ident, min=1))
+    return shapes
+
+
+def _export_dynamo(
+    model: nn.Module, example: torch.Tensor, spec: ExportSpec, path: Path, names: list[str]
+) -> None:
+    shapes = dynamo_dims(spec.resolved_dynamic_axes()[spec.input_name])
     program = torch.onnx.export(
         model,
         (example,),

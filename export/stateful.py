@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.export import Dim
 
 from ortserve.export.errors import ExporterError, SpecError
 from ortserve.export.onnx_export import (
@@ -28,6 +27,7 @@ from ortserve.export.onnx_export import (
     ExportAttempt,
     _summary,
     _tracer_notes,
+    dynamo_dims,
     output_names,
 )
 from ortserve.export.spec import ExportSpec
@@ -242,14 +242,7 @@ def _dynamo(
     input_names: list[str],
     names: list[str],
 ) -> None:
-    dims: dict[str, Dim] = {}
-
-    def dim(name: str) -> Dim:
-        ident = "".join(ch if ch.isalnum() else "_" for ch in name) or "dim"
-        ident = f"d_{ident}" if ident[0].isdigit() else ident
-        return dims.setdefault(ident, Dim(ident, min=1))
-
-    input_shapes = {axis: dim(name) for axis, name in _input_axes(spec).items()}
+    input_shapes = dynamo_dims(_input_axes(spec))
     batch = input_shapes[0]
     program = torch.onnx.export(
         step,
