@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from bench import loadgen, mlserver_env, models, procs
+from bench import loadgen, mlserver_env, models, procs, server_stats
 
 if TYPE_CHECKING:
     from bench.options import Options
@@ -156,9 +156,13 @@ async def measure(
     options: Options,
     concurrency: int | None,
     rate: float | None = None,
+    model: str | None = None,
 ) -> dict:
-    """One warm-up + window against one contender: closed loop at `concurrency`, or open loop at `rate`."""
+    """One warm-up + window against one contender: closed loop at `concurrency`, or open loop at `rate`.
+    ortserve's windows also read `model`'s busy fraction and mean batch from its statistics."""
     probe = procs.TreeMonitor(contender.server.pid)
+    if model is not None and contender.name.startswith("ortserve"):
+        probe = server_stats.Probes(probe, server_stats.BatchStatsProbe(contender.target, model))
     channels = loadgen.channels_for(concurrency or 32, options.streams_per_channel)
     async with loadgen.LoadGenerator(contender.target, request, 1, channels=channels) as generator:
         if rate is None:

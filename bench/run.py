@@ -150,7 +150,9 @@ async def _cell(
     rate: float | None = None,
 ) -> dict:
     """One measured window of one contender, tagged with `where` (model, round, position) and logged."""
-    record = await contenders.measure(contender, request, options, concurrency, rate=rate)
+    record = await contenders.measure(
+        contender, request, options, concurrency, rate=rate, model=where["model"]
+    )
     record.update(where, contender=contender.name)
     load = f"c={concurrency}" if rate is None else f"open {rate:.0f}/s"
     logger.info(
