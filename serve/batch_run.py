@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -41,6 +42,49 @@ class Result:
     compute_input_ns: int = 0
     compute_infer_ns: int = 0
     compute_output_ns: int = 0
+
+
+class StagedBatch:
+    """A batch handed to an instance's thread while that instance still runs the one before: requests
+    arriving meanwhile join it (same key, within max_batch_size rows) until the thread claims it as its run
+    starts, so the instance starts its next batch without waiting for the event loop."""
+
+    __slots__ = ("items", "rows", "key", "claimed", "_lock")
+
+    def __init__(self, items: list[Pending]):
+        self.items = items
+        self.rows = sum(p.rows for p in items)
+        self.key = items[0].key
+        self.claimed = False
+        self._lock = threading.Lock()
+
+    def join(self, pending: Pending, max_rows: int) -> bool:
+        """Add `pending` (on the event loop); False once claimed, or when it does not fit."""
+        with self._lock:
+            if self.claimed or pending.key != self.key or self.rows + pending.rows > max_rows:
+                return False
+            self.items.append(pending)
+            self.rows += pending.rows
+            return True
+
+    def keep(self, live) -> list[Pending]:
+        """Drop the requests `live(pending)` rejects (on the event loop) unless the batch was claimed;
+        the requests still waiting in it."""
+        with self._lock:
+            if self.claimed:
+                return []
+            self.items[:] = [pending for pending in self.items if live(pending)]
+            self.rows = sum(p.rows for p in self.items)
+            return list(self.items)
+
+    def claim(self) -> list[Pending]:
+        """The batch as it runs (on the instance's thread); nothing joins it after this."""
+        with self._lock:
+            self.claimed = True
+        now = time.monotonic()
+        for pending in self.items:
+            pending.queued_s = now - pending.enqueued
+        return self.items
 
 
 def execute(session, batch: list[Pending], names: list[str], batched: bool, run_options=None):

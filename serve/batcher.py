@@ -7,8 +7,14 @@ instance back to fill a preferred size (max_queue_delay_microseconds) cost the L
 in flight, with nothing gained for the ResNet, so it is done only when a config asks for it. Only requests
 with the same key (non-batch shapes, dtypes, input names) share a batch, of max_batch_size rows at most.
 Requests whose client cancelled, whose deadline passed or whose queue timeout expired never run: a timer
-fails them on time, and taking a batch skips them. Sessions run in a thread pool (one thread per instance)
-so onnxruntime works without the GIL while the event loop stays free.
+fails them on time, and taking a batch skips them. Sessions run on one thread per instance so onnxruntime
+works without the GIL while the event loop stays free.
+
+An instance never waits for the event loop between two batches: while it runs one, the next is formed and
+handed to its thread (a StagedBatch), and requests arriving meanwhile join that batch until the thread
+claims it. So each instance has up to two batches in hand, one running and one staged; the event loop
+answers the first while the second runs. A request joins a staged batch only when nothing else waits in the
+queues, so it never overtakes an older or higher-priority request.
 
 Quick batches of a single-instance model run on the event loop instead: the thread hand-off would cost more
 than the run. A batch is quick by its size (input elements times the measured seconds per element), so one
@@ -27,15 +33,15 @@ import asyncio
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .batch_run import Pending, Result, execute, fail, output_names
-from .errors import DeadlineExceeded, InternalError, QueueFull, QueueTimeout, Unavailable
+from .batch_run import Pending, Result, StagedBatch, execute, fail, output_names
+from .errors import InternalError, Unavailable
 from .memory import IDLE_SHRINK_S, MemoryGuard
+from .request_queues import RequestQueues
 from .scheduling import BatchPolicy, Scheduling
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 # measured with bench/run.py (docs/performance.md). Longer batches run in the pool, never on the loop.
 INLINE_INFER_S = 0.002
 INFER_EWMA = 0.2
+# Batches an instance holds at once: one running, one staged behind it on its thread.
+BATCHES_IN_HAND = 2
 DEFAULT_SCHEDULING = Scheduling()
 
 BatchObserver = Callable[[int, int, int, int], None]  # (batch_size, input_ns, infer_ns, output_ns)
@@ -78,20 +86,28 @@ class Batcher:
         self.arena_shrinks = 0
         # Per instance: time.monotonic() of its last run since one grew its arena (None: idle-sized).
         self._grown_at: list[float | None] = [None] * len(self._sessions)
-        self._queues: list[deque[Pending]] = [deque() for _ in range(policy.levels)]
+        self._queues = RequestQueues(name, policy, self._held)
         self._arrived = asyncio.Event()
         self._running = 0
         self._closed = False
-        self._executor = ThreadPoolExecutor(max_workers=len(self._sessions), thread_name_prefix=f"ort-{name}")
+        # One thread per instance: its staged batch starts the moment the running one ends.
+        self._executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{name}-{index}")
+            for index in range(len(self._sessions))
+        ]
+        self._in_hand = [0] * len(self._sessions)  # batches given to each instance's thread, not yet answered
+        self._staged: list[StagedBatch | None] = [None] * len(self._sessions)
         # Running average of onnxruntime's time per input element: a batch's cost is its elements times it.
         self._s_per_element = seconds_per_element
         self._loop = loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
         # IdleAwareEventLoop.when_idle; None on another loop or when batches wait to fill (worker only).
         self._when_idle = None if policy.max_queue_delay_s > 0 else getattr(loop, "when_idle", None)
         self._flush_scheduled = False
-        self._workers = [asyncio.create_task(self._work(index)) for index in range(len(self._sessions))]
+        self._workers = [
+            asyncio.create_task(self._work(index, slot))
+            for index in range(len(self._sessions))
+            for slot in range(BATCHES_IN_HAND)
+        ]
 
     def estimate_s(self, elements: int) -> float:
         """onnxruntime's expected time for a batch of this many input elements (inf while unknown)."""
@@ -104,7 +120,7 @@ class Batcher:
     @property
     def pending(self) -> int:
         """Requests waiting in the queues."""
-        return sum(len(queue) for queue in self._queues)
+        return len(self._queues)
 
     def submit(
         self,
@@ -119,12 +135,8 @@ class Batcher:
         if self._closed:
             raise Unavailable(f"model {self.name} is unloading")
         policy = self.policy
-        queue = self._queues[max(scheduling.level, 1) - 1]
+        self._queues.check_room(scheduling.level)
         queue_policy = policy.queue_policy(scheduling.level)
-        if queue_policy.max_queue_size and len(queue) >= queue_policy.max_queue_size:
-            raise QueueFull(
-                f"model {self.name}: request exceeds maximum queue size {queue_policy.max_queue_size}"
-            )
         elements = sum(array.size for array in inputs.values())
         if self._memory is not None:
             self._memory.check(inputs, elements)
@@ -137,10 +149,10 @@ class Batcher:
         expires = now + timeout if timeout and queue_policy.reject_on_timeout else None
         future = self._loop.create_future()
         pending = Pending(inputs, rows, key, tuple(outputs), future, now, expires, deadline, elements)
-        queue.append(pending)
-        for when in (expires, deadline):
-            if when is not None and when < self._timer_at:
-                self._arm(when)
+        self._queues.watch(pending)
+        if policy.dynamic and not self.pending and self._join_staged(pending):
+            return future
+        self._queues.append(pending, scheduling.level)
         if self._when_idle is not None and not self._running and self._inline_ok(elements):
             if not self._flush_scheduled:
                 self._flush_scheduled = True
@@ -149,55 +161,25 @@ class Batcher:
             self._arrived.set()
         return future
 
-    def _arm(self, when: float) -> None:
-        """Fail expired requests at `when` (time.monotonic()), not only when a worker takes a batch."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = when
-        self._timer = self._loop.call_later(max(when - time.monotonic(), 0.0), self._expire)
+    def _join_staged(self, pending: Pending) -> bool:
+        """Add the request to a batch staged on an instance's thread, if one is open and it fits."""
+        return any(
+            staged is not None and staged.join(pending, self.policy.max_batch_size) for staged in self._staged
+        )
 
-    def _expire(self) -> None:
-        self._timer, self._timer_at = None, math.inf
-        now = time.monotonic()
-        earliest = math.inf
-        for index, queue in enumerate(self._queues):
-            kept = deque(p for p in queue if self._live(p, now))
-            self._queues[index] = kept
-            for pending in kept:
-                earliest = min(earliest, pending.expires or math.inf, pending.deadline or math.inf)
-        if earliest < math.inf:
-            self._arm(earliest)
-
-    def _live(self, pending: Pending, now: float) -> bool:
-        """False for a request that must not run: cancelled, or failed here as its deadline or queue
-        timeout passed."""
-        if pending.future.done():
-            return False
-        if pending.deadline is not None and pending.deadline <= now:
-            pending.future.set_exception(DeadlineExceeded(f"model {self.name}: deadline passed in the queue"))
-            return False
-        if pending.expires is not None and pending.expires <= now:
-            pending.future.set_exception(QueueTimeout(f"model {self.name}: request timeout expired"))
-            return False
-        return True
-
-    def _peek(self) -> Pending | None:
-        """The request the next batch starts with (highest level first), dropping stale ones before it."""
-        now = time.monotonic()
-        for queue in self._queues:
-            while queue:
-                if self._live(queue[0], now):
-                    return queue[0]
-                queue.popleft()
-        return None
+    def _held(self, live: Callable[[Pending], bool]) -> list[Pending]:
+        """For the expiry timer: the requests waiting in staged batches, minus those `live` rejects."""
+        return [pending for staged in self._staged if staged is not None for pending in staged.keep(live)]
 
     def _flush(self) -> None:
         """The loop is about to wait: run what queued meanwhile, on the loop, batch after batch, as long
         as each batch is quick; a long one is left to the worker, which runs it in the pool."""
         self._flush_scheduled = False
-        while not self._running and (head := self._peek()) is not None and self._inline_ok(head.elements):
+        while (
+            not self._running and (head := self._queues.peek()) is not None and self._inline_ok(head.elements)
+        ):
             budget = INLINE_INFER_S / self._s_per_element if self._s_per_element else None
-            self._finish(self._take(budget), 0)
+            self._finish(self._queues.take(budget), 0)
         if self.pending:
             self._arrived.set()
 
@@ -206,24 +188,34 @@ class Batcher:
         self._closed = True
         while self.pending or self._running:
             await asyncio.sleep(0.01)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._queues.close()
         for worker in self._workers:
             worker.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
-        self._executor.shutdown(wait=False)
+        for executor in self._executors:
+            executor.shutdown(wait=False)
 
-    async def _work(self, index: int) -> None:
+    def _may_take(self, index: int) -> bool:
+        """Instance `index` may take another batch: it holds fewer than BATCHES_IN_HAND, and no other
+        instance holds fewer (an idle instance runs a batch before a busy one stages one)."""
+        held = self._in_hand[index]
+        return held < BATCHES_IN_HAND and held <= min(self._in_hand)
+
+    async def _work(self, index: int, slot: int) -> None:
+        """One of an instance's BATCHES_IN_HAND workers; slot 0 also shrinks the instance's arena."""
         loop = asyncio.get_running_loop()
         while True:
-            head = self._peek()
-            if head is None:
+            head = self._queues.peek()
+            if head is None or not self._may_take(index):
                 self._arrived.clear()
-                await self._idle(loop, index)
+                if head is None and slot == 0:
+                    await self._idle(loop, index)
+                else:
+                    await self._arrived.wait()
                 continue
             if self.policy.max_queue_delay_s > 0:
                 await self._fill(head)
-            batch = self._take()
+            batch = self._queues.take()
             if not batch:
                 continue
             self._running += 1
@@ -255,7 +247,9 @@ class Batcher:
         a request arriving meanwhile waits for this run only."""
         self._running += 1
         try:
-            await loop.run_in_executor(self._executor, self._memory.shrink_idle, self._sessions[index], index)
+            await loop.run_in_executor(
+                self._executors[index], self._memory.shrink_idle, self._sessions[index], index
+            )
         except Exception:  # noqa: BLE001 - onnxruntime raises many types; serving goes on as it is
             log.warning("model %s: shrinking instance %d's arena failed", self.name, index, exc_info=True)
         else:
@@ -273,7 +267,7 @@ class Batcher:
         """max_queue_delay: wait until requests like `head` reach the batch target, or its delay ends."""
         until = head.enqueued + self.policy.max_queue_delay_s
         target = self.policy.batch_target
-        while not head.future.done() and self._rows_like(head) < target:
+        while not head.future.done() and self._queues.rows_like(head) < target:
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return
@@ -282,45 +276,6 @@ class Batcher:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except asyncio.TimeoutError:
                 return
-
-    def _rows_like(self, head: Pending) -> int:
-        return sum(p.rows for queue in self._queues for p in queue if p.key == head.key)
-
-    def _take(self, max_elements: float | None = None) -> list[Pending]:
-        """The next batch: the first live request of the highest non-empty level and, with dynamic
-        batching, later ones with its key (higher levels first) up to max_batch_size rows and
-        `max_elements` input elements. Stale requests met on the way are dropped."""
-        head = self._peek()
-        if head is None:
-            return []
-        for queue in self._queues:
-            if queue and queue[0] is head:
-                queue.popleft()
-                break
-        batch, rows, elements = [head], head.rows, head.elements
-        limit = self.policy.max_batch_size
-        now = time.monotonic()
-        if self.policy.dynamic and rows < limit:
-            for index, queue in enumerate(self._queues):
-                if rows >= limit:
-                    break
-                kept: deque[Pending] = deque()
-                while queue and rows < limit:
-                    pending = queue.popleft()
-                    if not self._live(pending, now):
-                        continue
-                    fits = max_elements is None or elements + pending.elements <= max_elements
-                    if pending.key == head.key and rows + pending.rows <= limit and fits:
-                        batch.append(pending)
-                        rows += pending.rows
-                        elements += pending.elements
-                    else:
-                        kept.append(pending)
-                kept.extend(queue)
-                self._queues[index] = kept
-        for pending in batch:
-            pending.queued_s = now - pending.enqueued
-        return batch
 
     def _execute(self, index: int, batch: list[Pending], names: list[str]):
         """execute() on the calling thread (loop or worker); failures become InternalError."""
@@ -342,16 +297,49 @@ class Batcher:
         return InternalError("internal error")
 
     async def _run(self, loop, index: int, batch: list[Pending]) -> None:
-        if self._inline_ok(sum(p.elements for p in batch)):
+        """Run a batch on instance `index`: on the loop when it is quick and the instance's thread holds
+        nothing, else staged on that thread (where later requests may join it until it starts)."""
+        if self._in_hand[index] == 0 and self._inline_ok(sum(p.elements for p in batch)):
             self._finish(batch, index)
             return
-        names = output_names(batch)
+        staged = self._staged[index] = StagedBatch(batch)
+        self._in_hand[index] += 1
         try:
-            split, timings = await loop.run_in_executor(self._executor, self._execute, index, batch, names)
+            ran, split, timings = await loop.run_in_executor(
+                self._executors[index], self._execute_staged, index, staged
+            )
         except InternalError as error:
-            fail(batch, error)
+            fail(staged.items, error)
             return
-        self._deliver(batch, split, timings)
+        finally:
+            self._in_hand[index] -= 1
+            if self._staged[index] is staged:
+                self._staged[index] = None
+        self._deliver(ran, split, timings)
+
+    def _execute_staged(self, index: int, staged: StagedBatch):
+        """On the instance's thread: claim the staged batch, leave out requests cancelled or expired while it
+        waited (failed on the loop), run the rest."""
+        now = time.monotonic()
+        ran, expired = [], []
+        for pending in staged.claim():
+            if pending.future.done():
+                continue
+            late = (pending.deadline is not None and pending.deadline <= now) or (
+                pending.expires is not None and pending.expires <= now
+            )
+            (expired if late else ran).append(pending)
+        if expired:
+            self._loop.call_soon_threadsafe(self._drop_expired, expired)
+        if not ran:
+            return ran, [], (0, 0, 0)
+        split, timings = self._execute(index, ran, output_names(ran))
+        return ran, split, timings
+
+    def _drop_expired(self, expired: list[Pending]) -> None:
+        now = time.monotonic()
+        for pending in expired:
+            self._queues.live(pending, now)  # fails it with its deadline or queue timeout
 
     def _finish(self, batch: list[Pending], index: int) -> None:
         """Run a batch on the event loop and answer its requests."""
@@ -364,6 +352,8 @@ class Batcher:
 
     def _deliver(self, batch: list[Pending], split: list[dict], timings: tuple[int, int, int]) -> None:
         """On the event loop: answer each request of a batch that ran, then report the batch."""
+        if not batch:
+            return
         rows = sum(p.rows for p in batch)
         for pending, outputs in zip(batch, split, strict=True):
             if not pending.future.done():
