@@ -6,11 +6,14 @@ batcher (server-held state), in one interleaved run with the two things a user c
     python -m bench.sequences --hidden 256 --layers 2   # a bigger LSTM: compute, not overhead, dominates
 
 Per concurrency N, each round runs back to back (order rotated each round):
-- `stateful`: N sequences, each request one step [1, 1, F] with sequence_id/START/END (64-step sequences).
+- `stateful`: N sequences, each request one step [1, 1, F] with sequence_id/START/END (64-step sequences),
+  one unary ModelInfer call per step.
+- `stateful_stream`: the same steps over one ModelStreamInfer stream per sequence (what `client.sequence()`
+  does with server-held state), each step sent when the previous one answered.
 - `stateless`: the same LSTM without state, one [1, 1, F] request per call (its request rate: goal
   stateful >= 0.8x).
-- `prefix`: what a user does today: resend the whole prefix [1, t, F], t = 1..64, every step (goal
-  stateful >= 5x steps/s).
+- `prefix`: what a user does today: resend the whole prefix [1, t, F], t = 1..64, every step, unary calls
+  (goal: streaming >= 5x steps/s; the table gives it for both transports).
 Then memory: RSS of the server before and after opening `--idle-sequences` sequences (one START step each,
 never ended): goal at most 2 x their state bytes + 20 MB.
 """
@@ -36,6 +39,8 @@ import psutil
 from bench import procs
 from bench.loadgen import MODEL_INFER, latency_summary
 from ortserve.protos import grpc_service_pb2 as pb
+
+MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 
 STEPS = 64
 FEATURES = 8
@@ -65,7 +70,7 @@ def infer_bytes(model: str, x: np.ndarray, sequence_id: int = 0, start=False, en
 def worker_requests(kind: str, worker: int, rng: np.random.Generator) -> list[bytes]:
     """The cycle of requests one worker sends, in order, again and again."""
     x = rng.standard_normal((1, STEPS, FEATURES)).astype(np.float32)
-    if kind == "stateful":
+    if kind in ("stateful", "stateful_stream"):
         sid = worker + 1
         return [infer_bytes("lstm_step", x[:, t : t + 1], sid, t == 0, t == STEPS - 1) for t in range(STEPS)]
     if kind == "stateless":
@@ -105,7 +110,35 @@ async def closed_loop(target: str, kind: str, concurrency: int, window_s: float)
             if start <= sent < end:
                 latencies.append(done - sent)
 
-    await asyncio.gather(*(work(w) for w in range(concurrency)))
+    async def stream_work(worker: int) -> None:
+        nonlocal completed
+        channel, cycle = channels[worker % len(channels)], cycles[worker]
+        stream = channel.stream_stream(
+            MODEL_STREAM_INFER,
+            request_serializer=identity,
+            response_deserializer=pb.ModelStreamInferResponse.FromString,
+        )()
+        index = 0
+        while True:
+            sent = time.perf_counter()
+            if sent >= end:
+                break
+            await stream.write(cycle[index % STEPS])
+            answer = await stream.read()
+            if answer.error_message:
+                raise RuntimeError(f"step failed: {answer.error_message}")
+            done = time.perf_counter()
+            index += 1
+            if start <= done <= end:
+                completed += 1
+            if start <= sent < end:
+                latencies.append(done - sent)
+        await stream.done_writing()
+        if await stream.read() is not grpc.aio.EOF or await stream.code() != grpc.StatusCode.OK:
+            raise RuntimeError(f"the stream did not end cleanly: {await stream.details()}")
+
+    runner = stream_work if kind == "stateful_stream" else work
+    await asyncio.gather(*(runner(w) for w in range(concurrency)))
     for channel in channels:
         await channel.close()
     return {"steps_per_s": completed / window_s, "latency_ms": latency_summary(latencies)}
@@ -149,14 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         ready_pattern=READY,
     )  # fmt: skip
     target = server.start(timeout_s=180)
-    kinds = ["stateful", "stateless", "prefix"]
+    kinds = ["stateful", "stateful_stream", "stateless", "prefix"]
     cells: dict[str, dict[str, list[dict]]] = {}
     try:
         for kind in kinds:  # not measured: the first batches of each shape and the batcher's estimates
             asyncio.run(closed_loop(target, kind, max(args.concurrency), min(args.window, 2.0)))
         for round_ in range(args.rounds):
             for concurrency in args.concurrency:
-                order = kinds[round_ % 3 :] + kinds[: round_ % 3]
+                order = kinds[round_ % len(kinds) :] + kinds[: round_ % len(kinds)]
                 for kind in order:
                     result = asyncio.run(closed_loop(target, kind, concurrency, args.window))
                     cells.setdefault(str(concurrency), {}).setdefault(kind, []).append(result)
@@ -185,6 +218,7 @@ def summarize(cells, before_mb: float, after_mb: float, idle: int, bytes_each: i
             "latency_ms": lat,
             "vs_stateless": med["stateful"] / med["stateless"],
             "vs_prefix": med["stateful"] / med["prefix"],
+            "stream_vs_prefix": med["stateful_stream"] / med["prefix"],
         }
     state_mb = idle * bytes_each / 1e6
     return {
@@ -200,16 +234,18 @@ def summarize(cells, before_mb: float, after_mb: float, idle: int, bytes_each: i
 
 def render(summary: dict) -> str:
     lines = [
-        "| sequences | stateful steps/s | p50 / p99 ms | stateless req/s | prefix steps/s "
-        "| vs stateless (>= 0.8) | vs prefix (>= 5) |",
-        "|---|---|---|---|---|---|---|",
+        "| sequences | stateful steps/s (unary) | p50 / p99 ms | stateful steps/s (stream) | p50 / p99 ms "
+        "| stateless req/s | prefix steps/s | unary vs stateless (>= 0.8) "
+        "| vs prefix (>= 5): unary / stream |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for concurrency, row in summary["rows"].items():
-        s, lat = row["steps_per_s"], row["latency_ms"]["stateful"]
+        s, lat, slat = row["steps_per_s"], row["latency_ms"]["stateful"], row["latency_ms"]["stateful_stream"]
         lines.append(
             f"| {concurrency} | {s['stateful']:.0f} | {lat['p50']:.2f} / {lat['p99']:.2f} "
+            f"| {s['stateful_stream']:.0f} | {slat['p50']:.2f} / {slat['p99']:.2f} "
             f"| {s['stateless']:.0f} | {s['prefix']:.0f} | {row['vs_stateless']:.2f}x "
-            f"| {row['vs_prefix']:.1f}x |"
+            f"| {row['vs_prefix']:.1f}x / {row['stream_vs_prefix']:.1f}x |"
         )
     memory = summary["memory"]
     lines.append(
