@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=5.0)
     parser.add_argument("--raw-batch", type=int, default=8, help="raw onnxruntime's batch (0: skip raw)")
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument(
+        "--allow-spinning", choices=("auto", "0", "1"), help="config parameter allow_spinning"
+    )
     parser.add_argument("--py-spy", type=Path, help="record the server during the last window to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -59,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     model = models.export_onnx(models.MODELS[args.model], BENCH_DIR / ".cache", args.image_size)
     workdir = Path(tempfile.mkdtemp(prefix="ortserve-cell-"))
     repository = models.write_ortserve_repository(workdir, [model], models.BatchingSettings(), True, None)
+    if args.allow_spinning:
+        config = repository / args.model / "config.pbtxt"
+        parameter = (
+            f'parameters {{ key: "allow_spinning" value {{ string_value: "{args.allow_spinning}" }} }}\n'
+        )
+        config.write_text(config.read_text() + parameter)
     command = [sys.executable, "-m", "ortserve.serve", "--model-repository", str(repository)]
     command += ["--max-message-bytes", str(loadgen.MAX_MESSAGE_BYTES), "--grpc-address", "127.0.0.1"]
     command += ["--grpc-port", "0", "--metrics-port", "0", "--allow-http", "false"]
