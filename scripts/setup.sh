@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install --quiet -e '.[export,serve,dev]'
+.venv/bin/python -m pip install --quiet --no-compile torch==2.14.1 torchvision==0.29.1
+.venv/bin/python -m pip install --quiet --no-compile -e '.[export,serve,dev]'
+# The bytecode pip would compile one file at a time (about a minute of CPU here), compiled on every core
+# instead. A file this Python cannot compile (a py312-only torch test helper) stays source, as with pip.
+.venv/bin/python -m compileall -q -j 0 .venv/lib/python3*/site-packages >/dev/null || true
 echo "ortserve is set up in .venv (activate with: . .venv/bin/activate)"

@@ -322,9 +322,11 @@ def validate_python() -> Path:
         try:
             if python.is_file() and subprocess.run([str(python), "-c", probe], timeout=120).returncode == 0:
                 return python
-            venv.EnvBuilder(with_pip=True, clear=True).create(VALIDATE_VENV)
+            # No ensurepip (seconds of CPU): this venv's pip fills the new one (`pip --python`).
+            venv.EnvBuilder(with_pip=False, clear=True).create(VALIDATE_VENV)
+            pip = [sys.executable, "-m", "pip", "--python", str(python)]
             install = subprocess.run(
-                [str(python), "-m", "pip", "install", "--quiet", "kubernetes-validate"],
+                [*pip, "install", "--quiet", "kubernetes-validate"],
                 capture_output=True, text=True, timeout=600,
             )  # fmt: skip
             if install.returncode != 0:

@@ -26,7 +26,8 @@ def test_quick_run_without_mlserver(tmp_path: Path) -> None:
     out = tmp_path / "results"
     command = [sys.executable, "-m", "bench.run", "--quick", "--without-mlserver", "--out", str(out)]
     # Small images and short windows keep it near a minute on 2 cores; one open-loop cell per contender.
-    command += ["--image-size", "64", "--window", "1", "--warmup", "0.3", "--open-loop-fraction", "0.5"]
+    # The provider sweep's image size: its resnet18_uint8 export comes from the cache this run fills.
+    command += ["--image-size", "32", "--window", "1", "--warmup", "0.3", "--open-loop-fraction", "0.5"]
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
 
