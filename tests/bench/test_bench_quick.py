@@ -54,7 +54,7 @@ def test_quick_run_without_mlserver(tmp_path: Path) -> None:
         if record["mode"] != "direct":
             assert record["server"]["cpu_s"] >= 0 and record["server"]["peak_rss_bytes"] > 0, record
         if record["contender"].startswith("ortserve"):  # from ortserve's own statistics
-            assert 0 < record["server"]["busy_fraction"] < 1.5 and record["server"]["mean_batch"] >= 1, record
+            assert record["server"]["busy_fraction"] > 0 and record["server"]["mean_batch"] >= 1, record
 
     wire = results["wire"]
     assert wire["resnet18_float32"]["tensor_bytes"] == 4 * wire["resnet18_uint8"]["tensor_bytes"]
