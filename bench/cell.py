@@ -14,21 +14,17 @@ import json
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from bench import contenders, loadgen, models, procs, server_stats
+from bench import contenders, loadgen, models, procs, raw_ort, server_stats
 from bench.options import BENCH_DIR
 
 logger = logging.getLogger("bench")
 
 
 def _raw(model: models.OnnxModel, batch: int, window_s: float, image_size: int) -> dict:
-    command = [sys.executable, "-m", "bench.raw_ort", "--onnx", str(model.path), "--model", model.spec.name]
-    command += ["--input-name", model.input_name, "--image-size", str(image_size)]
-    command += ["--threads", str(os.cpu_count()), "--warmup", "1", "--window", str(window_s)]
-    command += ["--best-batch", str(batch)]
+    command = raw_ort.command(model, image_size, os.cpu_count(), 1, window_s) + ["--best-batch", str(batch)]
     done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=contenders.REPO_ROOT)
     results = json.loads(done.stdout.strip().splitlines()[-1])
     return {"b1": results["batch1"], "best": results["best"]}
@@ -68,11 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             f'parameters {{ key: "allow_spinning" value {{ string_value: "{args.allow_spinning}" }} }}\n'
         )
         config.write_text(config.read_text() + parameter)
-    command = [sys.executable, "-m", "ortserve.serve", "--model-repository", str(repository)]
-    command += ["--max-message-bytes", str(loadgen.MAX_MESSAGE_BYTES), "--grpc-address", "127.0.0.1"]
-    command += ["--grpc-port", "0", "--metrics-port", "0", "--allow-http", "false"]
     server = procs.ServerProcess(
-        "ortserve", command, workdir / "server.log", r"ORTSERVE_LISTENING grpc=(\S+)"
+        "ortserve", contenders.ortserve_command(repository), workdir / "server.log", contenders.ORTSERVE_READY
     )
     server.launch()
     try:

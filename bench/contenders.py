@@ -27,6 +27,18 @@ REPO_ROOT = BENCH_DIR.parent
 NAMES = ("ortserve_batching", "ortserve_nobatching", "mlserver_batching", "mlserver_nobatching", "bare")
 
 
+ORTSERVE_READY = r"ORTSERVE_LISTENING grpc=(\S+)"
+
+
+def ortserve_command(repository: Path) -> list[str]:
+    """ortserve serving `repository` on loopback, free ports, gRPC only."""
+    command = [sys.executable, "-m", "ortserve.serve", "--model-repository", str(repository)]
+    command += ["--max-message-bytes", str(loadgen.MAX_MESSAGE_BYTES)]
+    command += ["--grpc-address", "127.0.0.1", "--grpc-port", "0"]
+    command += ["--metrics-address", "127.0.0.1", "--metrics-port", "0"]
+    return command + ["--allow-http", "false"]  # measured over gRPC; no REST listener to collide on 8000
+
+
 class Contender:
     """A running server under test and what it serves."""
 
@@ -52,16 +64,11 @@ def build(options: Options, exported: list[models.OnnxModel], workdir: Path) -> 
                 options.ortserve_intra_op_threads,
                 gpu=options.provider == "cuda",
             )
-            command = [python, "-m", "ortserve.serve", "--model-repository", str(repository)]
-            command += ["--max-message-bytes", str(loadgen.MAX_MESSAGE_BYTES)]
-            command += ["--grpc-address", "127.0.0.1", "--grpc-port", "0"]
-            command += ["--metrics-address", "127.0.0.1", "--metrics-port", "0"]
-            command += ["--allow-http", "false"]  # measured over gRPC; no REST listener to collide on 8000
             server = procs.ServerProcess(
                 name,
-                command,
+                ortserve_command(repository),
                 workdir / f"{name}.log",
-                ready_pattern=r"ORTSERVE_LISTENING grpc=(\S+)",
+                ready_pattern=ORTSERVE_READY,
                 cwd=REPO_ROOT,
             )
         elif name == "bare":

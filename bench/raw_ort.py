@@ -55,6 +55,13 @@ def make_session(path: str, intra_op_threads: int, provider: str = "cpu") -> ort
     return session
 
 
+def command(model, image_size: int, threads: int, warmup_s: float, window_s: float) -> list[str]:
+    """The command line that measures `model` (a bench.models.OnnxModel) in a process of its own."""
+    line = [sys.executable, "-m", "bench.raw_ort", "--onnx", str(model.path), "--model", model.spec.name]
+    line += ["--input-name", model.input_name, "--image-size", str(image_size)]
+    return line + ["--threads", str(threads), "--warmup", str(warmup_s), "--window", str(window_s)]
+
+
 def measure(
     session: ort.InferenceSession,
     feed: dict[str, np.ndarray],

@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 
 import psutil
 
-from bench import contenders, loadgen, mlserver_env, models, provider_report, provider_sweep, report
+from bench import contenders, loadgen, mlserver_env, models, provider_report, provider_sweep, raw_ort, report
 from bench.options import Options, parse_args
 
 logger = logging.getLogger("bench")
@@ -107,10 +107,9 @@ def rotate(items: list, offset: int) -> list:
 
 def raw_records(model: models.OnnxModel, options: Options, state: dict, round_index: int) -> list[dict]:
     """Raw onnxruntime (its own process) at batch 1 and at the best batch, swept in the first round."""
-    command = [sys.executable, "-m", "bench.raw_ort", "--onnx", str(model.path), "--model", model.spec.name]
-    command += ["--input-name", model.input_name, "--image-size", str(options.image_size)]
-    command += ["--threads", str(options.intra_op_threads), "--warmup", str(options.warmup_s)]
-    command += ["--window", str(options.window_s)]
+    command = raw_ort.command(
+        model, options.image_size, options.intra_op_threads, options.warmup_s, options.window_s
+    )
     if "best_batch" in state:
         command += ["--best-batch", str(state["best_batch"])]
     else:

@@ -92,8 +92,14 @@ async def closed_loop(target: str, kind: str, concurrency: int, window_s: float)
     start, end = warm_until, warm_until + window_s
     latencies, completed = [], 0
 
-    async def work(worker: int) -> None:
+    def record(sent: float, done: float) -> None:
         nonlocal completed
+        if start <= done <= end:
+            completed += 1
+        if start <= sent < end:
+            latencies.append(done - sent)
+
+    async def work(worker: int) -> None:
         # Prefix workers start at different lengths, as sequences that began at different times would; a
         # stateful worker leaves its last sequence open (its next START on the same id restarts it).
         index = 0 if kind == "stateful" else worker * STEPS // concurrency
@@ -103,15 +109,10 @@ async def closed_loop(target: str, kind: str, concurrency: int, window_s: float)
             if sent >= end:
                 return
             await call(cycle[index % STEPS], timeout=30)
-            done = time.perf_counter()
+            record(sent, time.perf_counter())
             index += 1
-            if start <= done <= end:
-                completed += 1
-            if start <= sent < end:
-                latencies.append(done - sent)
 
     async def stream_work(worker: int) -> None:
-        nonlocal completed
         channel, cycle = channels[worker % len(channels)], cycles[worker]
         stream = channel.stream_stream(
             MODEL_STREAM_INFER,
@@ -127,12 +128,8 @@ async def closed_loop(target: str, kind: str, concurrency: int, window_s: float)
             answer = await stream.read()
             if answer.error_message:
                 raise RuntimeError(f"step failed: {answer.error_message}")
-            done = time.perf_counter()
+            record(sent, time.perf_counter())
             index += 1
-            if start <= done <= end:
-                completed += 1
-            if start <= sent < end:
-                latencies.append(done - sent)
         await stream.done_writing()
         if await stream.read() is not grpc.aio.EOF or await stream.code() != grpc.StatusCode.OK:
             raise RuntimeError(f"the stream did not end cleanly: {await stream.details()}")

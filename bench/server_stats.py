@@ -46,14 +46,14 @@ class BatchStatsProbe:
         except grpc.RpcError as exc:
             logger.debug("no statistics for %s: %s", self._model, exc)
             return None
-        stats = [s for model in reply.model_stats for s in model.batch_stats]
-        if not stats:
+        batches = [b for model in reply.model_stats for b in model.batch_stats]
+        if not batches:
             return None
-        infer_ns = sum(s.compute_infer.ns for s in stats)
-        runs = sum(s.compute_infer.count for s in stats)
-        rows = sum(s.batch_size * s.compute_infer.count for s in stats)
-        stats = reply.model_stats[0].inference_stats
-        return infer_ns, runs, rows, stats.success.count, stats.success.ns, stats.queue.ns
+        infer_ns = sum(b.compute_infer.ns for b in batches)
+        runs = sum(b.compute_infer.count for b in batches)
+        rows = sum(b.batch_size * b.compute_infer.count for b in batches)
+        requests = reply.model_stats[0].inference_stats
+        return infer_ns, runs, rows, requests.success.count, requests.success.ns, requests.queue.ns
 
     def start(self) -> None:
         self._first = self._read()
