@@ -31,6 +31,12 @@ class Pending:
     elements: int
     queued_s: float = 0.0
 
+    def overdue(self, now: float) -> bool:
+        """Its deadline or its queue timeout has passed (time.monotonic())."""
+        return (self.deadline is not None and self.deadline <= now) or (
+            self.expires is not None and self.expires <= now
+        )
+
 
 @dataclass(slots=True)
 class Result:

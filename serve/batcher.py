@@ -323,12 +323,8 @@ class Batcher:
         now = time.monotonic()
         ran, expired = [], []
         for pending in staged.claim():
-            if pending.future.done():
-                continue
-            late = (pending.deadline is not None and pending.deadline <= now) or (
-                pending.expires is not None and pending.expires <= now
-            )
-            (expired if late else ran).append(pending)
+            if not pending.future.done():
+                (expired if pending.overdue(now) else ran).append(pending)
         if expired:
             self._loop.call_soon_threadsafe(self._drop_expired, expired)
         if not ran:

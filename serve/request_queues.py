@@ -83,13 +83,13 @@ class RequestQueues:
         timeout passed."""
         if pending.future.done():
             return False
+        if not pending.overdue(now):
+            return True
         if pending.deadline is not None and pending.deadline <= now:
             pending.future.set_exception(DeadlineExceeded(f"model {self.name}: deadline passed in the queue"))
-            return False
-        if pending.expires is not None and pending.expires <= now:
+        else:
             pending.future.set_exception(QueueTimeout(f"model {self.name}: request timeout expired"))
-            return False
-        return True
+        return False
 
     def peek(self) -> Pending | None:
         """The request the next batch starts with (highest level first), dropping stale ones before it."""
