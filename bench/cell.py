@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--allow-spinning", choices=("auto", "0", "1"), help="config parameter allow_spinning"
     )
+    parser.add_argument(
+        "--parameter", action="append", default=[], metavar="KEY=VALUE", help="config parameter (repeatable)"
+    )
     parser.add_argument("--py-spy", type=Path, help="record the server during the last window to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -58,11 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     model = models.export_onnx(models.MODELS[args.model], BENCH_DIR / ".cache", args.image_size)
     workdir = Path(tempfile.mkdtemp(prefix="ortserve-cell-"))
     repository = models.write_ortserve_repository(workdir, [model], models.BatchingSettings(), True, None)
-    if args.allow_spinning:
-        config = repository / args.model / "config.pbtxt"
-        parameter = (
-            f'parameters {{ key: "allow_spinning" value {{ string_value: "{args.allow_spinning}" }} }}\n'
-        )
+    parameters = [f"allow_spinning={args.allow_spinning}"] if args.allow_spinning else []
+    config = repository / args.model / "config.pbtxt"
+    for key, _, value in (item.partition("=") for item in parameters + args.parameter):
+        parameter = f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}\n'
         config.write_text(config.read_text() + parameter)
     server = procs.ServerProcess(
         "ortserve", contenders.ortserve_command(repository), workdir / "server.log", contenders.ORTSERVE_READY

@@ -69,6 +69,7 @@ PARAMETERS: dict[str, tuple[str, str]] = {
     "graph_optimization_level": (HONOURED, "ORT_DISABLE_ALL .. ORT_ENABLE_ALL or Triton's -1/0/1"),
     "optimized_model_filepath": (HONOURED, "where onnxruntime saves the optimized graph"),
     "allow_spinning": (HONOURED, "auto, 0 or 1: how onnxruntime's threads wait"),
+    "dynamic_block_base": (HONOURED, "onnxruntime's session.dynamic_block_base: smaller work shards"),
     "allow_zero_size_dims": (HONOURED, "the model declares zero-sized dimensions valid"),
     "max_input_dims": (HONOURED, "upper bounds of dynamic input dimensions"),
     "execution_provider": (SERVER_SET, "the providers in use, reported by the server"),

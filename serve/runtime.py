@@ -33,6 +33,12 @@ CUDA = "CUDAExecutionProvider"
 # otherwise: its batches of a few rows ran slower and cost more CPU on two threads than on one (the LSTM).
 SPINNING_CHOICES = ("auto", "0", "1")
 SPIN_IN_RUNS = "in_runs"  # what "auto" gives a slow model
+# onnxruntime's `session.dynamic_block_base` for a slow model (config parameter `dynamic_block_base`, "0":
+# off): each parallel loop is cut into shrinking blocks that idle threads take, instead of one fixed share
+# per thread. In a server the event loop, gRPC and the clients preempt one of the compute threads now and
+# then, and with fixed shares the others wait at every parallel section's end: ResNet-18 at 8 in flight ran
+# at a median 0.85x raw onnxruntime with fixed shares against 0.93x with 4 (docs/performance.md, item 15).
+SLOW_MODEL_BLOCK_BASE = 4
 Kind = model_config_pb2.ModelInstanceGroup.Kind
 
 GRAPH_LEVELS = {
@@ -116,8 +122,9 @@ def session_options(
     one_thread: bool = False,
 ) -> ort.SessionOptions:
     """SessionOptions from config `parameters` (and optimization.graph.level); `spinning` "0", "1" or
-    SPIN_IN_RUNS (spin inside a run, stop when it ends). Without `intra_op_thread_count`: 1 intra-op thread
-    when `one_thread`, else onnxruntime's default (one per physical core)."""
+    SPIN_IN_RUNS (spin inside a run, stop when it ends; such a slow model also gets SLOW_MODEL_BLOCK_BASE
+    unless `dynamic_block_base` says otherwise). Without `intra_op_thread_count`: 1 intra-op thread when
+    `one_thread`, else onnxruntime's default (one per physical core)."""
     params = {key: value.string_value for key, value in config.parameters.items()}
     options = ort.SessionOptions()
     try:
@@ -125,12 +132,18 @@ def session_options(
             options.intra_op_num_threads = int(params["intra_op_thread_count"])
         elif one_thread:
             options.intra_op_num_threads = 1
+        default_base = SLOW_MODEL_BLOCK_BASE if spinning == SPIN_IN_RUNS else 0
+        block_base = int(params.get("dynamic_block_base", default_base))
+        if block_base < 0:
+            raise ValueError(f"dynamic_block_base {block_base} is negative")
+        if block_base:
+            options.add_session_config_entry("session.dynamic_block_base", str(block_base))
         if "inter_op_thread_count" in params:
             options.inter_op_num_threads = int(params["inter_op_thread_count"])
             options.execution_mode = ort.ExecutionMode.ORT_PARALLEL
     except ValueError as exc:
         raise ModelLoadError(
-            f"model '{config.name}': thread count parameter is not an integer: {exc}"
+            f"model '{config.name}': thread parameter is not a non-negative integer: {exc}"
         ) from None
     allow = "0" if spinning == "0" else "1"
     options.add_session_config_entry("session.intra_op.allow_spinning", allow)

@@ -28,7 +28,7 @@ from ortserve.serve.metrics import ServerMetrics
 from ortserve.serve.model import LoadOptions
 from ortserve.serve.model_config import OnnxTensor, TensorSpec, complete_io, read_config
 from ortserve.serve.repository import ModelRepository, check_model_name, select_versions
-from ortserve.serve.runtime import SPIN_IN_RUNS
+from ortserve.serve.runtime import SLOW_MODEL_BLOCK_BASE, SPIN_IN_RUNS
 from ortserve.serve.tensors import decode_request
 
 
@@ -281,6 +281,41 @@ def test_repository_loads_resolves_and_isolates_failures(tmp_path):
 
 def _threads(model) -> int:
     return model.sessions[0].get_session_options().intra_op_num_threads
+
+
+def _block_base(model) -> str:
+    try:
+        return model.sessions[0].get_session_options().get_session_config_entry("session.dynamic_block_base")
+    except RuntimeError:  # onnxruntime's answer for an entry never set: its default, 0
+        return "0"
+
+
+def test_slow_models_share_parallel_loops_in_dynamic_blocks_unless_told(tmp_path):
+    def base(value: str) -> str:
+        return f'parameters {{ key: "dynamic_block_base" value: {{ string_value: "{value}" }} }}'
+
+    models.write_model(tmp_path, "slow", models.slow())
+    models.write_model(tmp_path, "slow_off", models.slow(), base("0"))
+    models.write_model(tmp_path, "slow_8", models.slow(), base("8"))
+    models.write_model(tmp_path, "quick", models.linear_classifier())
+    models.write_model(tmp_path, "negative", models.linear_classifier(), base("-1"))
+    models.write_model(tmp_path, "word", models.linear_classifier(), base("four"))
+
+    async def main():
+        repo = ModelRepository(tmp_path, ServerMetrics(CollectorRegistry()), LoadOptions(), lambda: None)
+        for name in ("slow", "slow_off", "slow_8", "quick"):
+            await repo.load(name)
+        assert _block_base(repo.resolve("slow")) == str(SLOW_MODEL_BLOCK_BASE)
+        assert _block_base(repo.resolve("slow_off")) == "0"
+        assert _block_base(repo.resolve("slow_8")) == "8"
+        assert _block_base(repo.resolve("quick")) == "0"  # one thread: nothing to share
+        with pytest.raises(ModelLoadError, match="dynamic_block_base -1 is negative"):
+            await repo.load("negative")
+        with pytest.raises(ModelLoadError, match="not a non-negative integer.*'four'"):
+            await repo.load("word")
+        await repo.unload_all()
+
+    asyncio.run(main())
 
 
 def test_slow_models_spin_inside_runs_and_quick_models_run_on_one_quiet_thread(tmp_path):
