@@ -223,7 +223,9 @@ class Batcher:
                 await self._run(loop, index, batch)
             finally:
                 self._running -= 1
-                if self.pending:
+                # Slot 0 may be idle, waiting without a timer, when another slot's run grows the arena: wake
+                # it so that it counts the idle time to the shrink (else the arena is kept until a request).
+                if self.pending or self._grown_at[index] is not None:
                     self._arrived.set()
 
     async def _idle(self, loop, index: int) -> None:

@@ -93,6 +93,21 @@ async def _shrinks(batcher: Batcher, count: int) -> None:
         await asyncio.sleep(0.01)
 
 
+def test_the_arena_is_given_back_whichever_of_the_instances_workers_ran_the_large_batch():
+    # An instance has BATCHES_IN_HAND workers and only the first shrinks; the small runs between rounds change
+    # which worker wakes first and takes the large batch.
+    async def main():
+        batcher = _large_batch_batcher()
+        for round_index in range(4):
+            for _ in range(round_index % 2 + 1):
+                await batcher.submit(SMALL, 1, ["h"])
+            await batcher.submit(LARGE, 8, ["h"])
+            await _shrinks(batcher, round_index + 1)
+        await batcher.close()
+
+    run(main())
+
+
 def test_an_instance_idle_after_a_large_batch_gives_its_arena_back():
     async def main():
         batcher = _large_batch_batcher()
