@@ -49,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-batch", type=int, default=8, help="raw onnxruntime's batch (0: skip raw)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument(
-        "--allow-spinning", choices=("auto", "0", "1"), help="config parameter allow_spinning"
-    )
-    parser.add_argument(
-        "--parameter", action="append", default=[], metavar="KEY=VALUE", help="config parameter (repeatable)"
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config parameter, e.g. allow_spinning=1 or dynamic_block_base=0 (repeatable)",
     )
     parser.add_argument("--py-spy", type=Path, help="record the server during the last window to this file")
     args = parser.parse_args(argv)
@@ -61,9 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     model = models.export_onnx(models.MODELS[args.model], BENCH_DIR / ".cache", args.image_size)
     workdir = Path(tempfile.mkdtemp(prefix="ortserve-cell-"))
     repository = models.write_ortserve_repository(workdir, [model], models.BatchingSettings(), True, None)
-    parameters = [f"allow_spinning={args.allow_spinning}"] if args.allow_spinning else []
     config = repository / args.model / "config.pbtxt"
-    for key, _, value in (item.partition("=") for item in parameters + args.parameter):
+    for key, _, value in (item.partition("=") for item in args.parameter):
         parameter = f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}\n'
         config.write_text(config.read_text() + parameter)
     server = procs.ServerProcess(
