@@ -17,8 +17,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from google.protobuf import text_format
+
 from bench import contenders, loadgen, models, procs, raw_ort, server_stats
 from bench.options import BENCH_DIR
+from ortserve.protos import model_config_pb2
 
 logger = logging.getLogger("bench")
 
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="config parameter, e.g. allow_spinning=1 or dynamic_block_base=0 (repeatable)",
     )
+    parser.add_argument(
+        "--instances", type=int, default=1, help="CPU instances of the model (instance_group count)"
+    )
     parser.add_argument("--py-spy", type=Path, help="record the server during the last window to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -63,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ortserve-cell-"))
     repository = models.write_ortserve_repository(workdir, [model], models.BatchingSettings(), True, None)
     config = repository / args.model / "config.pbtxt"
+    if args.instances != 1:
+        parsed = text_format.Parse(config.read_text(), model_config_pb2.ModelConfig())
+        parsed.instance_group[0].count = args.instances
+        config.write_text(text_format.MessageToString(parsed))
     for key, _, value in (item.partition("=") for item in args.parameter):
         parameter = f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}\n'
         config.write_text(config.read_text() + parameter)

@@ -83,6 +83,16 @@ class StagedBatch:
             self.rows = sum(p.rows for p in self.items)
             return list(self.items)
 
+    def withdraw(self) -> list[Pending]:
+        """Take the batch back unclaimed (on the event loop), for an instance that became free first; the
+        thread it was handed to then finds it empty. [] once claimed."""
+        with self._lock:
+            if self.claimed:
+                return []
+            self.claimed = True
+            items, self.items, self.rows = self.items, [], 0
+            return items
+
     def claim(self) -> list[Pending]:
         """The batch as it runs (on the instance's thread); nothing joins it after this."""
         with self._lock:

@@ -14,7 +14,9 @@ An instance never waits for the event loop between two batches: while it runs on
 handed to its thread (a StagedBatch), and requests arriving meanwhile join that batch until the thread
 claims it. So each instance has up to two batches in hand, one running and one staged; the event loop
 answers the first while the second runs. A request joins a staged batch only when nothing else waits in the
-queues, so it never overtakes an older or higher-priority request.
+queues, so it never overtakes an older or higher-priority request, and only while every instance holds a
+batch; an instance left with nothing takes back a batch staged behind another's run (with two instances, a
+request joining a batch behind a busy instance while the other sat idle left them 32% idle).
 
 Quick batches of a single-instance model run on the event loop instead: the thread hand-off would cost more
 than the run. A batch is quick by its size (input elements times the measured seconds per element), so one
@@ -150,7 +152,7 @@ class Batcher:
         future = self._loop.create_future()
         pending = Pending(inputs, rows, key, tuple(outputs), future, now, expires, deadline, elements)
         self._queues.watch(pending)
-        if policy.dynamic and not self.pending and self._join_staged(pending):
+        if policy.dynamic and not self.pending and min(self._in_hand) and self._join_staged(pending):
             return future
         self._queues.append(pending, scheduling.level)
         if self._when_idle is not None and not self._running and self._inline_ok(elements):
@@ -162,7 +164,8 @@ class Batcher:
         return future
 
     def _join_staged(self, pending: Pending) -> bool:
-        """Add the request to a batch staged on an instance's thread, if one is open and it fits."""
+        """Add the request to a batch staged on an instance's thread, if one is open and it fits. Only
+        while every instance holds a batch: an idle one takes the request from the queue at once."""
         return any(
             staged is not None and staged.join(pending, self.policy.max_batch_size) for staged in self._staged
         )
@@ -206,6 +209,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         while True:
             head = self._queues.peek()
+            if head is None and self._in_hand[index] == 0 and (stolen := self._withdraw_staged()):
+                await self._run_batch(loop, index, stolen)
+                continue
             if head is None or not self._may_take(index):
                 self._arrived.clear()
                 if head is None and slot == 0:
@@ -216,17 +222,27 @@ class Batcher:
             if self.policy.max_queue_delay_s > 0:
                 await self._fill(head)
             batch = self._queues.take()
-            if not batch:
-                continue
-            self._running += 1
-            try:
-                await self._run(loop, index, batch)
-            finally:
-                self._running -= 1
-                # Slot 0 may be idle, waiting without a timer, when another slot's run grows the arena: wake
-                # it so that it counts the idle time to the shrink (else the arena is kept until a request).
-                if self.pending or self._grown_at[index] is not None:
-                    self._arrived.set()
+            if batch:
+                await self._run_batch(loop, index, batch)
+
+    async def _run_batch(self, loop, index: int, batch: list[Pending]) -> None:
+        self._running += 1
+        try:
+            await self._run(loop, index, batch)
+        finally:
+            self._running -= 1
+            # Slot 0 may be idle, waiting without a timer, when another slot's run grows the arena: wake
+            # it so that it counts the idle time to the shrink (else the arena is kept until a request).
+            if self.pending or self._grown_at[index] is not None:
+                self._arrived.set()
+
+    def _withdraw_staged(self) -> list[Pending]:
+        """For an instance left with nothing: a batch staged behind another instance's run, taken back
+        before that thread claims it, so that the free instance runs it now instead of idling."""
+        for staged in self._staged:
+            if staged is not None and (items := staged.withdraw()):
+                return items
+        return []
 
     async def _idle(self, loop, index: int) -> None:
         """Wait for requests; meanwhile shrink this instance's arena once it has been idle IDLE_SHRINK_S

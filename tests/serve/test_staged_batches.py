@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -76,6 +77,54 @@ def test_an_idle_instance_runs_a_batch_before_a_busy_one_stages_it():
         await batcher.close()
 
     asyncio.run(main())
+
+
+class GatedSession:
+    """A real onnxruntime session whose runs wait for the test's go-ahead: which instance is busy, and for how
+    long, is the test's choice rather than the machine's speed."""
+
+    def __init__(self):
+        self.session = _session()
+        self.go = threading.Event()
+        self.runs = 0
+
+    def run(self, names, feeds, options=None):
+        self.runs += 1
+        assert self.go.wait(120), "the test never let this run go"
+        return self.session.run(names, feeds, options)
+
+
+def test_an_instance_that_becomes_free_runs_the_batch_staged_behind_the_other_and_takes_new_requests():
+    sessions = [GatedSession(), GatedSession()]
+
+    async def main():
+        batcher = Batcher("two", sessions, POLICY)
+        first, second = _submit(batcher, 4, seed=0), None
+        await _until(lambda: sum(batcher._in_hand) == 1)
+        second = _submit(batcher, 4, seed=1)
+        await _until(lambda: batcher._in_hand == [1, 1])
+        staged = [_submit(batcher, 4, seed=2)]
+        await _until(lambda: max(batcher._in_hand) == 2)
+        staged.append(_submit(batcher, 4, seed=3))  # joins the staged batch: both instances are busy
+        assert batcher.pending == 0
+        behind = batcher._in_hand.index(2)  # the instance the batch is staged behind stays blocked
+        free = 1 - behind
+        sessions[free].go.set()
+        staged_results = await asyncio.gather(*staged)
+        assert [r.batch_size for r in staged_results] == [2, 2]
+        assert not (first if behind == 0 else second).done()
+        late = await _submit(batcher, 4, seed=4)  # an idle instance takes it; it joins no staged batch
+        assert late.batch_size == 1
+        assert sessions[behind].runs == 1, "the blocked instance ran something else meanwhile"
+        sessions[behind].go.set()
+        results = await asyncio.gather(first, second)
+        await batcher.close()
+        return results + staged_results + [late]
+
+    results = asyncio.run(main())
+    for seed, result in enumerate(results):
+        alone = sessions[0].session.run(["h"], {"x": sequence_model.sequence(4, seed=seed)})[0]
+        np.testing.assert_allclose(result.outputs["h"], alone, rtol=1e-5, atol=1e-6)
 
 
 def test_a_request_that_expires_in_a_staged_batch_fails_on_time_and_never_runs():
