@@ -15,11 +15,11 @@ heap's free pages are given back too (glibc's malloc_trim; nothing on other C li
 
 The budget check needs a model's memory per request: it is measured once at load, as the growth of the
 process's resident memory over a run of the largest warm-up batch or, when the model has dynamic non-batch
-dimensions and it is larger, of a longer probe (after a shrink), divided by the run's input elements. It is
-an estimate: it assumes memory grows linearly with the input (true of convolutions and recurrences, not of
-attention, whose memory grows with the square of the length), and other threads allocating during the
-probe make it higher, never lower (model versions load one at a time for this). Requests no larger than
-what ran at load are never refused.
+dimensions and it is larger, of a longer probe (after a shrink and a heap trim, so that pages the heap kept
+are not reused unseen), divided by its input elements. It is an estimate: it assumes memory grows linearly
+with the input (true of convolutions and recurrences, not of attention, whose memory grows with the square of
+the length), and other threads allocating during the probe make it higher, never lower (model versions load
+one at a time for this). Requests no larger than what ran at load are never refused.
 """
 
 from __future__ import annotations
