@@ -4,7 +4,6 @@ outsized runs and once an instance is idle after large batches."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import numpy as np
@@ -42,27 +41,6 @@ def test_the_estimate_is_measured_at_load_from_a_long_probe(tmp_path):
     # An LSTM keeps its gates for every step: about 160 bytes per input element measured on this model.
     assert guard.bytes_per_element is not None and 20 < guard.bytes_per_element < 5000
     assert guard.budget_bytes == 1 << 30
-
-
-def test_the_estimate_holds_when_the_heap_kept_the_memory_of_earlier_large_runs(tmp_path):
-    # Large runs elsewhere in the process, freed: the C heap keeps their pages resident, and a probe that
-    # reused them measured no growth (0-4 bytes per element by the fourth to sixth load in a script, against
-    # ~160; whether it happens depends on the heap's history, so this may pass without the trim too).
-    write_model(tmp_path, "lstm", sequence_model.lstm(), "max_batch_size: 8\ndynamic_batching { }")
-
-    def large_run():
-        session = ort.InferenceSession(
-            sequence_model.lstm().SerializeToString(), providers=["CPUExecutionProvider"]
-        )
-        session.run(["h"], {"x": sequence_model.sequence(sequence_model.LONG_STEPS)})
-
-    estimates = []
-    for _ in range(6):
-        thread = threading.Thread(target=large_run)  # like a batcher's worker thread
-        thread.start()
-        thread.join()
-        estimates.append(_load(tmp_path, LoadOptions()).memory_guard.bytes_per_element)
-    assert all(estimate is not None and 20 < estimate < 5000 for estimate in estimates), estimates
 
 
 def _guard(budget: int = 100 << 20) -> memory.MemoryGuard:
