@@ -152,7 +152,7 @@ class Batcher:
         future = self._loop.create_future()
         pending = Pending(inputs, rows, key, tuple(outputs), future, now, expires, deadline, elements)
         self._queues.watch(pending)
-        if policy.dynamic and not self.pending and min(self._in_hand) and self._join_staged(pending):
+        if policy.dynamic and not self.pending and self._join_staged(pending):
             return future
         self._queues.append(pending, scheduling.level)
         if self._when_idle is not None and not self._running and self._inline_ok(elements):
@@ -166,7 +166,7 @@ class Batcher:
     def _join_staged(self, pending: Pending) -> bool:
         """Add the request to a batch staged on an instance's thread, if one is open and it fits. Only
         while every instance holds a batch: an idle one takes the request from the queue at once."""
-        return any(
+        return min(self._in_hand) > 0 and any(
             staged is not None and staged.join(pending, self.policy.max_batch_size) for staged in self._staged
         )
 

@@ -99,7 +99,7 @@ def test_an_instance_that_becomes_free_runs_the_batch_staged_behind_the_other_an
 
     async def main():
         batcher = Batcher("two", sessions, POLICY)
-        first, second = _submit(batcher, 4, seed=0), None
+        first = _submit(batcher, 4, seed=0)
         await _until(lambda: sum(batcher._in_hand) == 1)
         second = _submit(batcher, 4, seed=1)
         await _until(lambda: batcher._in_hand == [1, 1])
