@@ -103,7 +103,8 @@ def probe_bytes_per_element(
         try:
             session.run(None, small, shrink)
             # What the shrink freed stays resident in the C heap, where the probe's run would reuse it
-            # unseen: under load the estimate came out 0 (no budget at all) in 2 of 25 loads.
+            # unseen (an estimate near 0: no budget at all). Memory other threads' heaps keep can still
+            # hide some of the growth.
             trim_heap()
             before = resident_bytes()
             session.run(None, feeds)
