@@ -43,14 +43,21 @@ class Variant:
     parameters: dict[str, str]
 
 
+def _key_values(items: list[str], flag: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{flag}: expected KEY=VALUE, got {item!r}")
+        pairs.append((key, value))
+    return pairs
+
+
 def parse_variant(text: str, common: dict[str, str]) -> Variant:
     """'default' or 'KEY=VALUE,...' (the key `instances` sets the instance count, the rest are parameters)."""
     parameters, instances = dict(common), 1
     if text != "default":
-        for item in text.split(","):
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise SystemExit(f"--variant {text!r}: expected 'default' or KEY=VALUE,..., got {item!r}")
+        for key, value in _key_values(text.split(","), f"--variant {text!r}"):
             if key == "instances":
                 instances = int(value)
             else:
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
 
-    common = dict(item.partition("=")[::2] for item in args.parameter)
+    common = dict(_key_values(args.parameter, "--parameter"))
     variants = [parse_variant(text, common) for text in args.variant or ["default"]]
     model = models.export_onnx(models.MODELS[args.model], BENCH_DIR / ".cache", args.image_size)
     workdir = Path(tempfile.mkdtemp(prefix="ortserve-cell-"))
