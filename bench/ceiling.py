@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +27,7 @@ from pathlib import Path
 
 import grpc
 
-from bench import contenders, loadgen, models, procs, raw_ort
+from bench import cell, contenders, loadgen, models, procs, raw_ort
 from bench.options import BENCH_DIR
 
 logger = logging.getLogger("bench")
@@ -37,7 +35,9 @@ MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def _raw_process(model: models.OnnxModel, batch: int, window_s: float, image_size: int) -> subprocess.Popen:
-    command = raw_ort.command(model, image_size, os.cpu_count(), 1, window_s) + ["--best-batch", str(batch)]
+    """Raw onnxruntime measuring this one batch size only (its --curve at one size: no batch-1 window)."""
+    command = raw_ort.command(model, image_size, os.cpu_count(), 1, window_s)
+    command += ["--curve", "--sweep", str(batch)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=contenders.REPO_ROOT)
 
 
@@ -45,7 +45,7 @@ def _raw_rate(process: subprocess.Popen) -> float:
     out, _ = process.communicate()
     if process.returncode:
         raise RuntimeError(f"raw onnxruntime exited with {process.returncode}")
-    return json.loads(out.strip().splitlines()[-1])["best"]["throughput_rps"]
+    return raw_ort.parse_output(out)["curve"][0]["throughput_rps"]
 
 
 async def _paced_load(target: str, request: bytes, group: int, rate: float, stop: asyncio.Event) -> int:
@@ -120,14 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     finally:
         server.stop()
-    logger.info(
-        "raw onnxruntime beside the bare gRPC transport, over raw alone: median %.3f, min %.3f, max %.3f "
-        "over %d rounds",
-        statistics.median(ratios),
-        min(ratios),
-        max(ratios),
-        len(ratios),
-    )
+    logger.info("raw onnxruntime beside the bare gRPC transport, over raw alone: %s", cell.spread(ratios))
     return 0
 
 

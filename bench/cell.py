@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import statistics
@@ -79,7 +78,7 @@ def _write_repository(root: Path, model: models.OnnxModel, variant: Variant) -> 
 def _raw(model: models.OnnxModel, batch: int, window_s: float, image_size: int) -> dict:
     command = raw_ort.command(model, image_size, os.cpu_count(), 1, window_s) + ["--best-batch", str(batch)]
     done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=contenders.REPO_ROOT)
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results = raw_ort.parse_output(done.stdout)
     return {"b1": results["batch1"], "best": results["best"]}
 
 
@@ -96,6 +95,14 @@ async def _window(
 def _py_spy(pid: int, window_s: float, out: Path) -> subprocess.Popen:
     command = ["py-spy", "record", "--native", "--format", "raw", "-r", "250", "-d", str(int(window_s) + 1)]
     return subprocess.Popen(command + ["-p", str(pid), "-o", str(out)], stdout=subprocess.DEVNULL)
+
+
+def spread(ratios: list[float]) -> str:
+    """The per-round ratios' median, min and max, as the summaries print them."""
+    return (
+        f"median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f} "
+        f"over {len(ratios)} rounds"
+    )
 
 
 def _describe(cell: dict) -> str:
@@ -193,14 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     for name, values in ratios.items():
         if values:
-            logger.info(
-                "[%s] ratio to raw: median %.3f, min %.3f, max %.3f over %d rounds",
-                name,
-                statistics.median(values),
-                min(values),
-                max(values),
-                len(values),
-            )
+            logger.info("[%s] ratio to raw: %s", name, spread(values))
     return 0
 
 

@@ -15,7 +15,6 @@ servers before raw onnxruntime, so drift hits both alike.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from bench import contenders, loadgen, models, report
+from bench import contenders, loadgen, models, raw_ort, report
 from bench.options import Options
 from bench.raw_ort import PROVIDERS
 
@@ -79,7 +78,7 @@ def raw_curve(model: models.OnnxModel, options: Options, round_index: int) -> li
         logger.error("raw onnxruntime's output:\n%s", done.stderr[-3000:])
         lines = [line for line in done.stderr.splitlines() if line.strip()] or ["no output"]
         raise RuntimeError(f"raw onnxruntime on {model.spec.name} failed ({done.returncode}): {lines[-1]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = raw_ort.parse_output(done.stdout)
     records = []
     for point in result["curve"]:
         record = dict(point)

@@ -55,6 +55,11 @@ def make_session(path: str, intra_op_threads: int, provider: str = "cpu") -> ort
     return session
 
 
+def parse_output(stdout: str) -> dict:
+    """What a `python -m bench.raw_ort` process printed: the JSON of its last line."""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
 def command(model, image_size: int, threads: int, warmup_s: float, window_s: float) -> list[str]:
     """The command line that measures `model` (a bench.models.OnnxModel) in a process of its own."""
     line = [sys.executable, "-m", "bench.raw_ort", "--onnx", str(model.path), "--model", model.spec.name]

@@ -120,7 +120,7 @@ def raw_records(model: models.OnnxModel, options: Options, state: dict, round_in
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"raw onnxruntime on {model.spec.name} failed:\n{done.stderr[-3000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = raw_ort.parse_output(done.stdout)
     if "best_batch" not in state:
         state["best_batch"] = result["best_batch"]
         state["sweep"] = result["sweep"]
