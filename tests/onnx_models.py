@@ -8,6 +8,8 @@ Used by the server tests and by anyone who needs a real model to serve in a test
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -138,6 +140,28 @@ def slow(size: int = 256, rows: int = 2048, depth: int = 32) -> onnx.ModelProto:
             numpy_helper.from_array(np.array([1, rows, 1], dtype=np.int64), "expand_shape"),
         ],
     )
+
+
+def slow_depth_for(
+    seconds: float, size: int = 256, rows: int = 2048, batch: int = 1, threads: int = 1, probe_depth: int = 32
+) -> int:
+    """The depth of slow(size, rows) whose run on `batch` rows takes about `seconds` here with `threads`
+    intra-op threads (0: onnxruntime's default), scaled from the fastest of three runs of a shallow one.
+    A fixed depth is machine-bound: depth 192 took 0.8 s on an AVX2 machine and 0.26 s on an AVX-512 one."""
+    import onnxruntime as ort  # here, not at the top: only the tests that time a model need it
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    probe = slow(size, rows, probe_depth).SerializeToString()
+    session = ort.InferenceSession(probe, options, providers=["CPUExecutionProvider"])
+    feed = {"x": np.ones((batch, size), np.float32)}
+    session.run(None, feed)
+    fastest = math.inf
+    for _ in range(3):  # the fastest: a busy moment during the probe would make the model too shallow
+        started = time.perf_counter()
+        session.run(None, feed)
+        fastest = min(fastest, time.perf_counter() - started)
+    return max(probe_depth, min(round(probe_depth * seconds / fastest), 4096))
 
 
 BROKEN_MODEL = b"this is not an ONNX model"

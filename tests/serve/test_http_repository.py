@@ -24,7 +24,10 @@ def repo(tmp_path_factory):
     models.write_model(repo, "good", models.linear_classifier(), "max_batch_size: 8")
     models.write_model(repo, "spare", models.linear_classifier(), "max_batch_size: 8")
     models.write_model(repo, "broken", models.BROKEN_MODEL)
-    models.write_model(repo, "slow", models.slow(SLOW_SIZE, rows=1024, depth=16), SLOW_CONFIG)
+    # The blocker (8 rows) runs about a second on any machine, so the two requests queue behind it: at the
+    # fixed depth 16 it ran so briefly on an AVX-512 machine that in ten rounds they never both did.
+    depth = models.slow_depth_for(1.0, SLOW_SIZE, rows=1024, batch=8, threads=0)
+    models.write_model(repo, "slow", models.slow(SLOW_SIZE, rows=1024, depth=depth), SLOW_CONFIG)
     return repo
 
 

@@ -16,7 +16,8 @@ CONFIG = "max_batch_size: 16\ninstance_group [ { count: 1 kind: KIND_CPU } ]\n"
 
 
 def test_in_flight_rest_request_finishes_after_sigterm(tmp_path):
-    models.write_model(tmp_path, "slow", models.slow(SIZE, rows=1024, depth=16), CONFIG)
+    depth = models.slow_depth_for(1.0, SIZE, rows=1024, batch=16, threads=0)  # a second, on any machine
+    models.write_model(tmp_path, "slow", models.slow(SIZE, rows=1024, depth=depth), CONFIG)
     body = {"inputs": [{"name": "x", "shape": [16, SIZE], "datatype": "FP32", "data": [0.5] * (16 * SIZE)}]}
     with start_server(tmp_path) as server, concurrent.futures.ThreadPoolExecutor(1) as pool:
         answer = pool.submit(call, server.http_url, "/v2/models/slow/infer", body, timeout=120)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import signal
 import time
 
 import grpc
 import numpy as np
 import onnx_models as models
-import onnxruntime as ort
 import pytest
 from kserve import outputs, request, sample, scrape, stub
 from serverproc import start_server
@@ -34,27 +32,11 @@ def slow_server(tmp_path_factory):
         SLOW + "dynamic_batching { default_queue_policy { default_timeout_microseconds: 1000 } }",
     )
     # About a second a run on this machine, whatever its speed: a wide margin over the late requests' 50 ms
-    # deadline (a fixed depth 192 took 0.8 s on an AVX2 machine and 0.26 s on an AVX-512 one).
-    depth = _depth_for_seconds(1.0)
+    # deadline.
+    depth = models.slow_depth_for(1.0)
     models.write_model(repo, "slow_deadline", models.slow(depth=depth), SLOW + "dynamic_batching { }")
     with start_server(repo) as server:
         yield server
-
-
-def _depth_for_seconds(seconds: float, probe_depth: int = 32) -> int:
-    """The depth of models.slow() whose run takes about `seconds` on one thread here, scaled from the fastest
-    of three runs of a shallow one (a busy moment during the probe would make the model too shallow)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    probe = models.slow(depth=probe_depth).SerializeToString()
-    session = ort.InferenceSession(probe, options, providers=["CPUExecutionProvider"])
-    session.run(None, {"x": X})
-    fastest = math.inf
-    for _ in range(3):
-        started = time.perf_counter()
-        session.run(None, {"x": X})
-        fastest = min(fastest, time.perf_counter() - started)
-    return max(probe_depth, min(round(probe_depth * seconds / fastest), 4096))
 
 
 def wait_for(condition, what: str, timeout: float = 120.0) -> None:
