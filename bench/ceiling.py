@@ -31,7 +31,6 @@ from bench import cell, contenders, loadgen, models, procs, raw_ort
 from bench.options import BENCH_DIR
 
 logger = logging.getLogger("bench")
-MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def _raw_process(model: models.OnnxModel, batch: int, window_s: float, image_size: int) -> subprocess.Popen:
@@ -51,7 +50,7 @@ def _raw_rate(process: subprocess.Popen) -> float:
 async def _paced_load(target: str, request: bytes, group: int, rate: float, stop: asyncio.Event) -> int:
     """`group` requests at once, groups `group / rate` seconds apart, until `stop`; the requests answered."""
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(MODEL_INFER)
+        call = channel.unary_unary(loadgen.MODEL_INFER)
         answered, period, due = 0, group / rate, time.monotonic()
         while not stop.is_set():
             await asyncio.gather(*(call(request) for _ in range(group)))
