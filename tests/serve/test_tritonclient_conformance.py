@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(HERE.parent))  # tests/: the shared server fixtures
 
 from onnx_models import CLASSIFIER_BIAS, CLASSIFIER_WEIGHTS, add_two, linear_classifier, write_model  # noqa: E402
 from serverproc import start_server  # noqa: E402
+from tritonclient_checks import CHECK_NAMES  # noqa: E402 - only the names: tritonclient is not imported
 
 CHECKS_SCRIPT = HERE / "tritonclient_checks.py"
 TRITONCLIENT_VENV = ROOT / ".venv-tritonclient"
@@ -46,18 +46,6 @@ output [
   {{ name: "probabilities" data_type: TYPE_FP32 dims: [ {CLASSES} ] }}
 ]
 """
-
-
-def _check_names() -> list[str]:
-    # The script imports tritonclient only in main(), so its check list loads in this environment.
-    spec = importlib.util.spec_from_file_location("tritonclient_checks", CHECKS_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module.CHECK_NAMES
 
 
 def _venv_python(path: Path) -> Path:
@@ -108,35 +96,32 @@ def repository(tmp_path_factory) -> Path:
     return repo
 
 
-@pytest.fixture(scope="module")
-def report(tritonclient_python, repository, tmp_path_factory) -> dict[str, dict]:
-    """Run every check once, against one server per model-control mode; name -> {"ok", "detail"}."""
-    spec = {
-        "linear": {
-            "name": "classifier",
-            "input": "input",
-            "output": "logits",
-            "softmax_output": "probabilities",
-            "weight": CLASSIFIER_WEIGHTS.tolist(),
-            "bias": CLASSIFIER_BIAS.tolist(),
-            "labels": LABELS,
-        },
-        "two_outputs": {
-            "name": "add_two",
-            "inputs": ["a", "b"],
-            "outputs": ["sum", "difference"],
-            "dims": [2],
-        },
-    }
-    spec_path = tmp_path_factory.mktemp("tritonclient-spec") / "spec.json"
+# What the served models compute, in the checks scripts' spec format (see tritonclient_checks.py).
+LINEAR_SPEC = {
+    "name": "classifier",
+    "input": "input",
+    "output": "logits",
+    "weight": CLASSIFIER_WEIGHTS.tolist(),
+    "bias": CLASSIFIER_BIAS.tolist(),
+    "labels": LABELS,
+}
+TWO_OUTPUTS_SPEC = {"name": "add_two", "inputs": ["a", "b"], "outputs": ["sum", "difference"], "dims": [2]}
+
+
+def run_checks_script(
+    python: Path, script: Path, spec: dict, repository: Path, spec_dir: Path, address: str
+) -> dict[str, dict]:
+    """Run a checks script on `spec` against one server per model-control mode serving `repository`, at
+    each server's `address` attribute (grpc_address or http_address); name -> {"ok", "detail", "logs"}."""
+    spec_path = spec_dir / "spec.json"
     with (
         start_server(repository) as server,
         start_server(repository, "--model-control-mode", "explicit") as explicit,
     ):
-        spec.update(url=server.grpc_address, explicit_url=explicit.grpc_address)
+        spec = {**spec, "url": getattr(server, address), "explicit_url": getattr(explicit, address)}
         spec_path.write_text(json.dumps(spec), encoding="utf-8")
         run = subprocess.run(
-            [str(tritonclient_python), str(CHECKS_SCRIPT), str(spec_path)],
+            [str(python), str(script), str(spec_path)],
             capture_output=True,
             text=True,
             timeout=300,
@@ -151,7 +136,15 @@ def report(tritonclient_python, repository, tmp_path_factory) -> dict[str, dict]
     return {entry["name"]: {**entry, "logs": logs} for entry in entries}
 
 
-@pytest.mark.parametrize("check", _check_names())
+@pytest.fixture(scope="module")
+def report(tritonclient_python, repository, tmp_path_factory) -> dict[str, dict]:
+    """Run every check once, against one server per model-control mode; name -> {"ok", "detail"}."""
+    spec = {"linear": {**LINEAR_SPEC, "softmax_output": "probabilities"}, "two_outputs": TWO_OUTPUTS_SPEC}
+    spec_dir = tmp_path_factory.mktemp("tritonclient-spec")
+    return run_checks_script(tritonclient_python, CHECKS_SCRIPT, spec, repository, spec_dir, "grpc_address")
+
+
+@pytest.mark.parametrize("check", CHECK_NAMES)
 def test_tritonclient(report, check):
     assert check in report, f"the checks script did not report {check!r}"
     entry = report[check]
